@@ -1,0 +1,3 @@
+# The local lab (bin/lab): four systemd-nspawn machines on the host bridge.
+include:
+  - lab.cluster

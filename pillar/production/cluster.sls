@@ -1,0 +1,47 @@
+cluster:
+  # A short name for the environment; shown to operators.
+  name: production
+
+  # Every node of the environment, by minion id (which is also the host name
+  # the other nodes resolve: the common state writes each node into
+  # /etc/hosts on every node).
+  nodes:
+    airflow-server1:
+      # The node's address on the cluster network. Services bind to it and
+      # the other nodes reach the node through it.
+      address: 10.11.12.10
+      # What the node runs. Roles are data: moving a service to another node,
+      # adding a third server or a second worker is an edit here, never a
+      # state edit. Known roles (salt/top.sls maps each to its states):
+      #   postgresql         PostgreSQL; one node is the primary, the others
+      #                      streaming-replication standbys
+      #   redis              Redis, the Celery broker; one master, the others
+      #                      replicas
+      #   airflow-webserver  the Airflow UI and REST API
+      #   airflow-scheduler  an Airflow scheduler (run at least two)
+      #   airflow-flower     Flower, the Celery monitoring UI
+      #   airflow-worker     a Celery worker
+      #   haproxy            the load balancer in front of the webservers and
+      #                      Flowers (the seed's cloud load balancer runs the
+      #                      equivalent; give the role to a node only where
+      #                      HAProxy is self-hosted)
+      roles:
+        - postgresql
+        - redis
+        - airflow-webserver
+        - airflow-scheduler
+        - airflow-flower
+    airflow-server2:
+      # Deploy the two servers in different racks, preferably different rooms.
+      address: 10.11.12.20
+      roles:
+        - postgresql
+        - redis
+        - airflow-webserver
+        - airflow-scheduler
+        - airflow-flower
+    airflow-worker1:
+      # Workers sit on the same network as the servers.
+      address: 10.11.12.30
+      roles:
+        - airflow-worker

@@ -1,0 +1,4 @@
+include:
+  - common.hosts
+  - common.packages
+  - common.accounts

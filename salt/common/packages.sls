@@ -1,0 +1,4 @@
+{%- from 'common/map.jinja' import common %}
+common-packages:
+  pkg.installed:
+    - pkgs: {{ common.packages | json }}
