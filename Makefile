@@ -6,7 +6,7 @@
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: lab test lab-down deps host-packages venv lock
+.PHONY: lab test lab-down deps host-packages venv master-config lock
 
 lab: deps
 	bin/lab up
@@ -17,7 +17,14 @@ lab-down: deps
 test: deps
 	$(PYTHON) -m pytest
 
-deps: host-packages venv
+deps: host-packages venv master-config
+
+# Where this checkout's states and pillar are, for the master (see etc/salt/master).
+master-config:
+	@mkdir -p etc/salt/master.d
+	@printf '%s\n' '# Written by make for this checkout; do not edit.' \
+	    'file_roots:' '  base:' '    - $(CURDIR)/salt' \
+	    'pillar_roots:' '  base:' '    - $(CURDIR)/pillar' > etc/salt/master.d/checkout.conf
 
 host-packages:
 	bin/install-host-packages

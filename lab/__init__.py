@@ -1,0 +1,1 @@
+"""The local lab: the product's nodes as systemd-nspawn machines on this host."""

@@ -1,0 +1,222 @@
+"""bin/lab: bring the local lab up, inspect it, break it, and take it down.
+
+  bin/lab up                   build or reuse the image, boot every node of
+                               pillar/lab, start the salt-master, apply the
+                               highstate and print a summary
+  bin/lab status               each node: up or down, minion answering or not
+  bin/lab exec NODE -- CMD...  run a command on a node; exit with its status
+  bin/lab crash NODE           power a node off hard
+  bin/lab start NODE           boot a node again and wait for its minion
+  bin/lab down                 stop everything, leave the host as it was
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from lab import image, master, network
+from lab.nodes import Node, known_nodes
+from lab.progress import LabError, Timings, fail, run, say
+from lab.settings import CACHE_DIR, REPO, RUN_DIR, STATE_FILE, lab_nodes
+
+
+def nodes():
+    return [Node(name, address) for name, address in lab_nodes().items()]
+
+
+def node_named(name):
+    for node in nodes():
+        if node.name == name:
+            return node
+    raise LabError(f"no node {name!r} in pillar/lab/cluster.sls; nodes: {', '.join(lab_nodes())}")
+
+
+# -- up ---------------------------------------------------------------------
+
+def up(args):
+    timings = Timings()
+    _take_over_from_other_checkout()
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    STATE_FILE.write_text(json.dumps({"repo": str(REPO)}))
+    lab = nodes()
+    with timings.step("wheelhouse for the nodes' salt-minion"):
+        image.ensure_wheelhouse()
+    with timings.step("Debian 12 image"):
+        base = image.ensure_image(in_use={node.image() for node in known_nodes()})
+    with timings.step("network: bridge and NAT"):
+        network.up()
+    with timings.step("(re)start the salt-master on the lab bridge"):
+        master.write_config()
+        master.start()
+    with timings.step(f"boot {len(lab)} nodes"):
+        booting = []
+        for node in lab:
+            if node.is_running() and node.image() == base:
+                say(f"    {node.name}: already running")
+                continue
+            node.poweroff()
+            node.create(base)
+            node.install_minion_key(*master.minion_key(node.name))
+            node.boot()
+            booting.append(node)
+        with ThreadPoolExecutor(max_workers=len(lab)) as pool:
+            for node, state in zip(booting, pool.map(Node.wait_until_running, booting)):
+                say(f"    {node.name}: {state}")
+    names = [node.name for node in lab]
+    with timings.step("minions answering"):
+        master.wait_for_minions(names)
+    with timings.step("sync modules"):
+        master.sync_all(names)
+    with timings.step("highstate on every node"):
+        summaries = master.highstate(names)
+    _print_summary(lab)
+    timings.report()
+    failed = {name: s["failed"] for name, s in summaries.items() if s["failed"]}
+    if failed:
+        for name, failures in failed.items():
+            for failure in failures:
+                say(f"FAILED {name}: {failure}")
+        return 1
+    return 0
+
+
+def _take_over_from_other_checkout():
+    """One lab per host: a lab left by another checkout (or a crashed session
+    of it) is taken down first, since its master serves other files."""
+    try:
+        owner = json.loads(STATE_FILE.read_text())["repo"]
+    except (OSError, ValueError, KeyError):
+        owner = None
+    if owner and owner != str(REPO):
+        say(f"==> a lab of {owner} is here; taking it down first")
+        down(None)
+
+
+def _print_summary(lab):
+    say("")
+    say("nodes:")
+    answering = master.answering([node.name for node in lab])
+    for node in lab:
+        minion = "minion answering" if node.name in answering else "minion NOT answering"
+        say(f"    {node.name:18} {node.address:13} {node.system_state():10} {minion}")
+    say("")
+    say(f"salt: cd {REPO} && .venv/bin/salt '*' test.ping")
+    say("shell on a node: bin/lab exec NODE -- bash")
+    say("")
+
+
+# -- status, exec, crash, start -----------------------------------------------
+
+def status(args):
+    lab = nodes()
+    running = [node for node in lab if node.is_running()]
+    answering = master.answering([n.name for n in running]) if running and master.pid() else set()
+    say(f"salt-master: {'running' if master.pid() else 'down'}")
+    for node in lab:
+        minion = "minion answering" if node.name in answering else "minion not answering"
+        say(f"{node.name:18} {node.address:13} {node.system_state():10} {minion}")
+    return 0
+
+
+def exec_(args):
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        return fail("usage: bin/lab exec NODE -- COMMAND [ARGS...]")
+    return node_named(args.node).exec(command, capture=False).returncode
+
+
+def crash(args):
+    node = node_named(args.node)
+    if not node.is_running():
+        return fail(f"{node.name} is not running")
+    node.crash()
+    say(f"{node.name}: powered off hard")
+    return 0
+
+
+def start(args):
+    node = node_named(args.node)
+    timings = Timings()
+    if node.is_running():
+        say(f"{node.name}: already running")
+        return 0
+    base = node.image()
+    if base is None:
+        return fail(f"{node.name} has no disk; run bin/lab up")
+    with timings.step(f"boot {node.name}"):
+        node.create(base)
+        node.boot()
+        say(f"    {node.name}: {node.wait_until_running()}")
+    with timings.step("minion answering"):
+        master.wait_for_minions([node.name])
+    timings.report()
+    return 0
+
+
+# -- down -------------------------------------------------------------------
+
+def down(args):
+    timings = Timings()
+    with timings.step("stop nodes"):
+        stale = known_nodes()
+        with ThreadPoolExecutor(max_workers=max(len(stale), 1)) as pool:
+            list(pool.map(Node.poweroff, stale))
+        for node in stale:
+            node.unmount()
+    with timings.step("stop salt-master"):
+        master.stop()
+        master.remove_config()
+    with timings.step("stale processes and mounts"):
+        _kill_leftovers()
+    with timings.step("network"):
+        network.down()
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+    timings.report()
+    return 0
+
+
+def _kill_leftovers():
+    """Processes and mounts of ours that lost their pid files (an interrupted
+    run): anything whose command line or mount point is under RUN_DIR."""
+    marker = str(RUN_DIR).encode()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                if marker in (proc / "cmdline").read_bytes():
+                    os.kill(int(proc.name), signal.SIGKILL)
+            except OSError:
+                pass
+    with open("/proc/self/mounts") as mounts:
+        ours = [line.split()[1] for line in mounts if line.split()[1].startswith(str(RUN_DIR))]
+    for mountpoint in sorted(ours, reverse=True):
+        run(["umount", "--lazy", mountpoint])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="bin/lab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="action", required=True)
+    commands.add_parser("up").set_defaults(func=up)
+    commands.add_parser("status").set_defaults(func=status)
+    commands.add_parser("down").set_defaults(func=down)
+    run_on = commands.add_parser("exec")
+    run_on.add_argument("node")
+    run_on.add_argument("command", nargs=argparse.REMAINDER)
+    run_on.set_defaults(func=exec_)
+    for name, func in (("crash", crash), ("start", start)):
+        sub = commands.add_parser(name)
+        sub.add_argument("node")
+        sub.set_defaults(func=func)
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        return fail("the lab needs root (it mounts, boots machines and sets up NAT)")
+    try:
+        return args.func(args)
+    except LabError as error:
+        return fail(str(error))

@@ -1,0 +1,179 @@
+"""The Debian 12 image every node boots, and the wheelhouse nodes install from.
+
+Both are cached under CACHE_DIR and rebuilt only when their recipe changes:
+the image's name carries a hash of everything that goes into it.
+"""
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from lab.progress import CLEAN_ENV, LabError, run, run_logged, say
+from lab.settings import (
+    CACHE_DIR,
+    DEBIAN_MIRROR,
+    DEBIAN_SUITE,
+    GATEWAY,
+    REPO,
+    VENV_BIN,
+    WHEELHOUSE,
+)
+
+# What a node needs to boot and run its salt-minion; everything else the
+# states install.
+IMAGE_PACKAGES = [
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "iproute2",
+    "python3",
+    "python3-venv",
+    "ca-certificates",
+]
+MINION_REQUIREMENTS = REPO / "requirements" / "minion.txt"
+HOST_LOCK = REPO / "requirements" / "host.lock"
+# Where nodes see the wheelhouse (bind-mounted read-only).
+NODE_WHEELHOUSE = "/opt/wheelhouse"
+MINION_VENV = "/opt/salt"
+
+MINION_UNIT = """\
+[Unit]
+Description=Salt minion
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+ExecStart={venv}/bin/salt-minion
+Restart=on-failure
+RestartSec=2
+# A state that restarts the minion must not kill the job running it.
+KillMode=process
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+MINION_CONF = f"""\
+# Written by bin/lab into the lab image. The node's id is /etc/salt/minion_id.
+master: {GATEWAY}
+hash_type: sha256
+# Retry quickly while the master or the network is still coming up.
+acceptance_wait_time: 2
+"""
+
+
+def _digest(*parts):
+    sha = hashlib.sha256()
+    for part in parts:
+        sha.update(part if isinstance(part, bytes) else str(part).encode())
+    return sha.hexdigest()[:12]
+
+
+def minion_wheels_stamp():
+    return WHEELHOUSE / f".minion-{_digest(MINION_REQUIREMENTS.read_bytes(), HOST_LOCK.read_bytes())}"
+
+
+def ensure_wheelhouse():
+    """Build the wheels of the node's salt-minion (pinned by host.lock)."""
+    stamp = minion_wheels_stamp()
+    if stamp.exists():
+        say(f"    wheelhouse {WHEELHOUSE} is up to date")
+        return
+    WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+    run_logged(
+        [
+            str(VENV_BIN / "pip"), "wheel", "--quiet",
+            "-r", str(MINION_REQUIREMENTS), "-c", str(HOST_LOCK),
+            "-w", str(WHEELHOUSE),
+        ],
+        CACHE_DIR / "wheelhouse.log",
+        "building minion wheels",
+    )
+    stamp.touch()
+
+
+def image_path():
+    recipe = _digest(
+        DEBIAN_SUITE, IMAGE_PACKAGES, MINION_UNIT, MINION_CONF,
+        minion_wheels_stamp().name, Path(__file__).read_bytes(),
+    )
+    return CACHE_DIR / f"image-{recipe}"
+
+
+def ensure_image(in_use=()):
+    """Return the image directory, building it first if its recipe changed.
+    Older images not in `in_use` are removed."""
+    image = image_path()
+    if image.exists():
+        say(f"    image {image} is up to date")
+        return image
+    staging = image.with_name(image.name + ".building")
+    shutil.rmtree(staging, ignore_errors=True)
+    say(f"    debootstrap {DEBIAN_SUITE} (about a minute)")
+    run_logged(
+        [
+            "debootstrap", "--variant=minbase",
+            "--include=" + ",".join(IMAGE_PACKAGES),
+            DEBIAN_SUITE, str(staging), DEBIAN_MIRROR,
+        ],
+        CACHE_DIR / "debootstrap.log",
+        "debootstrap",
+        env=CLEAN_ENV,
+    )
+    _configure(staging)
+    say("    installing the salt-minion from the wheelhouse")
+    _in_image(
+        staging,
+        f"python3 -m venv {MINION_VENV} && "
+        f"{MINION_VENV}/bin/pip install --quiet --no-index --find-links {NODE_WHEELHOUSE} "
+        f"-r /mnt/requirements/minion.txt -c /mnt/requirements/host.lock && "
+        f"ln -s {MINION_VENV}/bin/salt-call /usr/local/bin/salt-call",
+    )
+    staging.rename(image)
+    for old in CACHE_DIR.glob("image-*"):
+        if old != image and old not in in_use:
+            say(f"    removing outdated image {old}")
+            shutil.rmtree(old, ignore_errors=True)
+    return image
+
+
+def _configure(root):
+    etc = root / "etc"
+    (etc / "systemd" / "system" / "salt-minion.service").write_text(
+        MINION_UNIT.format(venv=MINION_VENV)
+    )
+    (etc / "salt" / "minion.d").mkdir(parents=True)
+    (etc / "salt" / "minion.d" / "lab.conf").write_text(MINION_CONF)
+    wants = etc / "systemd" / "system" / "multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    (wants / "salt-minion.service").symlink_to("/etc/systemd/system/salt-minion.service")
+    (wants / "systemd-networkd.service").symlink_to("/lib/systemd/system/systemd-networkd.service")
+    # The minion starts once the node has its address.
+    online = etc / "systemd" / "system" / "network-online.target.wants"
+    online.mkdir(parents=True, exist_ok=True)
+    (online / "systemd-networkd-wait-online.service").symlink_to(
+        "/lib/systemd/system/systemd-networkd-wait-online.service"
+    )
+    # Nothing to remount in a container (nspawn mounts the root); the unit
+    # only fails there now and then on cgroup set-up.
+    (etc / "systemd" / "system" / "systemd-remount-fs.service").symlink_to("/dev/null")
+    # Each node gets its own machine id at first boot (bin/lab writes it).
+    (etc / "machine-id").write_text("")
+
+
+def _in_image(root, script):
+    """Run a shell script inside the image, offline, with the wheelhouse and
+    the requirements mounted."""
+    result = run(
+        [
+            "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
+            "--private-network", "-D", str(root),
+            f"--bind-ro={WHEELHOUSE}:{NODE_WHEELHOUSE}",
+            f"--bind-ro={REPO / 'requirements'}:/mnt/requirements",
+            "/bin/sh", "-ec", script,
+        ],
+        check=False,
+        env=CLEAN_ENV,
+    )
+    if result.returncode != 0:
+        raise LabError(f"configuring the image failed:\n{result.stdout}{result.stderr}")

@@ -1,0 +1,185 @@
+"""The lab's salt-master: this repository's master configuration, bound to
+the lab bridge, with the lab's minion keys pre-seeded."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+
+from lab.progress import LabError, run, say
+from lab.settings import (
+    GATEWAY,
+    LAB_MASTER_CONF,
+    MASTER_CONF_DIR,
+    REPO,
+    RUN_DIR,
+    SALT_ROOT,
+    VENV_BIN,
+)
+
+PIDFILE = RUN_DIR / "salt-master.pid"
+LOG = SALT_ROOT / "var" / "log" / "salt" / "master"
+KEYS_DIR = RUN_DIR / "minion-keys"
+MASTER_PKI = SALT_ROOT / "etc" / "salt" / "pki" / "master"
+
+LAB_CONF = f"""\
+# Written by bin/lab: this master serves the local lab. Removed by `bin/lab down`.
+interface: {GATEWAY}
+root_dir: {SALT_ROOT}
+airflow_environment: lab
+"""
+
+
+def write_config():
+    LAB_MASTER_CONF.parent.mkdir(exist_ok=True)
+    LAB_MASTER_CONF.write_text(LAB_CONF)
+
+
+def remove_config():
+    LAB_MASTER_CONF.unlink(missing_ok=True)
+
+
+def minion_key(name):
+    """The node's key pair (generated once per lab), accepted on the master."""
+    import salt.crypt
+
+    KEYS_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private, public = KEYS_DIR / f"{name}.pem", KEYS_DIR / f"{name}.pub"
+    if not private.exists():
+        private_pem, public_pem = salt.crypt.gen_keys(2048)
+        private.write_text(private_pem)
+        private.chmod(0o400)
+        public.write_text(public_pem)
+    accepted = MASTER_PKI / "minions" / name
+    accepted.parent.mkdir(parents=True, exist_ok=True)
+    accepted.write_text(public.read_text())
+    return private.read_text(), public.read_text()
+
+
+def pid():
+    try:
+        value = int(PIDFILE.read_text())
+        os.kill(value, 0)
+    except (OSError, ValueError):
+        return None
+    return value
+
+
+def start():
+    """(Re)start the master, so that it runs with the configuration as it is now."""
+    stop()
+    # In the foreground (no -d) so that it keeps the repository as its
+    # working directory: file_roots and pillar_roots are relative to it.
+    with open(RUN_DIR / "salt-master.out", "ab") as out:
+        process = subprocess.Popen(
+            [str(VENV_BIN / "salt-master"), "-c", str(MASTER_CONF_DIR), "-l", "warning"],
+            cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    PIDFILE.write_text(str(process.pid))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise LabError(f"salt-master exited {process.returncode}; see {LOG}")
+        try:
+            socket.create_connection((GATEWAY, 4506), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise LabError(f"salt-master did not open {GATEWAY}:4506 in 60 s; see {LOG}")
+
+
+def stop():
+    value = pid()
+    if value:
+        os.killpg(value, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while pid() and time.monotonic() < deadline:
+            time.sleep(0.3)
+        if pid():
+            os.killpg(value, signal.SIGKILL)
+    PIDFILE.unlink(missing_ok=True)
+
+
+def salt(names, *args, timeout=None):
+    """Run the salt CLI from the repository root (as an operator does) on the
+    listed minions and return its JSON output."""
+    target = ",".join(names)
+    result = run(
+        [str(VENV_BIN / "salt"), "--out=json", "--static", "-L", target, *args],
+        check=False, cwd=REPO, timeout=timeout,
+    )
+    try:
+        return json.loads(result.stdout or "{}")
+    except ValueError:
+        raise LabError(f"salt -L {target} {' '.join(args)}: {result.stdout}{result.stderr}")
+
+
+def answering(names, timeout=5):
+    """The subset of names whose minions answer test.ping."""
+    replies = salt(names, "test.ping", f"--timeout={timeout}")
+    return {name for name in names if replies.get(name) is True}
+
+
+def wait_for_minions(names, timeout=120):
+    deadline = time.monotonic() + timeout
+    waiting = set(names)
+    while waiting:
+        waiting -= answering(sorted(waiting))
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise LabError(f"minions not answering after {timeout} s: {', '.join(sorted(waiting))}")
+        say(f"    waiting for {', '.join(sorted(waiting))}")
+        time.sleep(2)
+
+
+def sync_all(names):
+    replies = salt(names, "saltutil.sync_all")
+    missing = set(names) - set(replies)
+    if missing:
+        raise LabError(f"saltutil.sync_all did not return from {', '.join(sorted(missing))}")
+
+
+def highstate(names, heartbeat=30):
+    """Apply the highstate on every node at once, printing each node's result
+    as it returns; return {name: summary}."""
+    summaries = {}
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        futures = {pool.submit(_apply, name): name for name in names}
+        started = time.monotonic()
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=heartbeat)
+            for future in done:
+                name = futures[future]
+                summaries[name] = summary = future.result()
+                say(f"    {name}: {summary['line']}")
+            if pending:
+                say(f"    {time.monotonic() - started:.0f} s, still applying on "
+                    + ", ".join(sorted(futures[f] for f in pending)))
+    return summaries
+
+
+def _apply(name):
+    started = time.monotonic()
+    reply = salt([name], "state.apply").get(name)
+    elapsed = time.monotonic() - started
+    return summarise(reply, elapsed)
+
+
+def summarise(reply, elapsed=0.0):
+    """Count a node's state results: states, changed, failed (with the
+    failures' comments)."""
+    if not isinstance(reply, dict):
+        errors = reply if isinstance(reply, list) else [str(reply)]
+        return {"states": 0, "changed": 0, "failed": ["render: " + e for e in errors],
+                "line": "FAILED to render: " + "; ".join(errors)}
+    changed = [key for key, r in reply.items() if r.get("changes")]
+    failed = [f"{r.get('__id__', key)}: {r.get('comment')}" for key, r in reply.items()
+              if r.get("result") is False]
+    line = f"{len(reply)} states, {len(changed)} changed, {len(failed)} failed ({elapsed:.0f} s)"
+    return {"states": len(reply), "changed": len(changed), "failed": failed, "line": line}
