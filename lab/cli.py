@@ -51,7 +51,7 @@ def up(args):
         base = image.ensure_image(in_use={node.image() for node in known_nodes()})
     with timings.step("network: bridge and NAT"):
         network.up()
-    with timings.step("(re)start the salt-master on the lab bridge"):
+    with timings.step("salt-master on the lab bridge"):
         master.write_config()
         master.start()
     with timings.step(f"boot {len(lab)} nodes"):

@@ -1,6 +1,7 @@
 """The lab's salt-master: this repository's master configuration, bound to
 the lab bridge, with the lab's minion keys pre-seeded."""
 
+import hashlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from lab.settings import (
 )
 
 PIDFILE = RUN_DIR / "salt-master.pid"
+STARTED_WITH = RUN_DIR / "salt-master.config-digest"
 LOG = SALT_ROOT / "var" / "log" / "salt" / "master"
 KEYS_DIR = RUN_DIR / "minion-keys"
 MASTER_PKI = SALT_ROOT / "etc" / "salt" / "pki" / "master"
@@ -68,9 +70,19 @@ def pid():
     return value
 
 
+def _config_digest():
+    files = [MASTER_CONF_DIR / "master", *sorted((MASTER_CONF_DIR / "master.d").glob("*.conf"))]
+    return hashlib.sha256(b"".join(path.read_bytes() for path in files)).hexdigest()
+
+
 def start():
-    """(Re)start the master, so that it runs with the configuration as it is now."""
+    """Start the master, or restart it if its configuration changed since."""
+    digest = _config_digest()
+    if pid() and STARTED_WITH.exists() and STARTED_WITH.read_text() == digest:
+        say("    salt-master already running with this configuration")
+        return
     stop()
+    STARTED_WITH.write_text(digest)
     # In the foreground (no -d) so that it keeps the repository as its
     # working directory: file_roots and pillar_roots are relative to it.
     with open(RUN_DIR / "salt-master.out", "ab") as out:
@@ -118,9 +130,14 @@ def salt(names, *args, timeout=None):
         raise LabError(f"salt -L {target} {' '.join(args)}: {result.stdout}{result.stderr}")
 
 
-def answering(names, timeout=5):
-    """The subset of names whose minions answer test.ping."""
-    replies = salt(names, "test.ping", f"--timeout={timeout}")
+def answering(names, timeout=3):
+    """The subset of names whose minions answer test.ping within timeout
+    (through the client API: the salt CLI cannot shorten gather_job_timeout)."""
+    import salt.client
+
+    with salt.client.LocalClient(c_path=str(MASTER_CONF_DIR / "master")) as client:
+        replies = client.cmd(names, "test.ping", tgt_type="list", timeout=timeout,
+                             gather_job_timeout=timeout)
     return {name for name in names if replies.get(name) is True}
 
 

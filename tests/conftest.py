@@ -1,0 +1,63 @@
+"""Shared fixtures and the order of tests.
+
+Lab tests share one lab per run. Tests that break it run after the others:
+first everything else, then `destructive` tests, then `lab_teardown` tests.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "artifacts"
+sys.path.insert(0, str(REPO))
+
+from lab.settings import lab_nodes  # noqa: E402
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        if item.get_closest_marker("lab_teardown"):
+            return 2
+        if item.get_closest_marker("destructive"):
+            return 1
+        return 0
+
+    items.sort(key=rank)  # stable: file and definition order within a rank
+
+
+def bin_lab(*args, check=True):
+    """Run bin/lab and return its result (stdout and stderr as text)."""
+    result = subprocess.run([str(REPO / "bin" / "lab"), *args], cwd=REPO,
+                            capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"bin/lab {' '.join(args)} exited {result.returncode}:\n"
+                             f"{result.stdout}{result.stderr}")
+    return result
+
+
+def salt_json(*args):
+    """Run the salt CLI from the repository root, as an operator does."""
+    result = subprocess.run([str(REPO / ".venv" / "bin" / "salt"), "--out=json", "--static", *args],
+                            cwd=REPO, capture_output=True, text=True)
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="session")
+def lab(request):
+    """The lab, up and highstated; taken down at the end of the run.
+
+    bin/lab up prints its progress straight to the terminal (it takes minutes).
+    """
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with capture.global_and_fixture_disabled():
+        print("\n-- bin/lab up", flush=True)
+        returncode = subprocess.run([str(REPO / "bin" / "lab"), "up"], cwd=REPO).returncode
+    if returncode != 0:
+        pytest.fail(f"bin/lab up exited {returncode}")
+    yield lab_nodes()
+    bin_lab("down")

@@ -1,0 +1,91 @@
+"""Every node of every pillar environment renders its highstate, on each
+OS family the states support, through Salt's own loader (pytest-salt-factories)
+with that node's id and pillar, as its minion would."""
+
+import pytest
+import yaml
+from salt.exceptions import CommandExecutionError
+from saltfactories.utils.functional import Loaders
+
+from tests.conftest import REPO
+
+PILLAR = REPO / "pillar"
+ENVIRONMENTS = sorted(path.name for path in PILLAR.iterdir() if (path / "init.sls").exists())
+OS_FAMILIES = {
+    "Debian": {"packages": "procps", "nologin": "/usr/sbin/nologin"},
+    "RedHat": {"packages": "procps-ng", "nologin": "/sbin/nologin"},
+}
+
+
+def environment_nodes(environment):
+    return yaml.safe_load((PILLAR / environment / "cluster.sls").read_text())["cluster"]["nodes"]
+
+
+NODES = [(env, node) for env in ENVIRONMENTS for node in environment_nodes(env)]
+
+
+@pytest.fixture(scope="module")
+def render(salt_factories):
+    """render(environment, node, os_family, pillar_roots=None) -> the
+    node's highstate as show_highstate returns it (a dict, or a list of errors)."""
+
+    def _render(environment, node, os_family, pillar_roots=None):
+        factory = salt_factories.salt_minion_daemon(
+            f"{node}-{environment}-{os_family}".lower(),
+            overrides={
+                "id": node,
+                "file_client": "local",
+                "file_roots": {"base": [str(REPO / "salt")]},
+                "pillar_roots": {"base": [str(pillar_roots or PILLAR)]},
+                "airflow_environment": environment,
+                "grains": {"os_family": os_family},
+            },
+        )
+        return Loaders(factory.config.copy()).modules.state.show_highstate()
+
+    return _render
+
+
+def test_both_environments_exist():
+    assert {"lab", "production"} <= set(ENVIRONMENTS)
+
+
+@pytest.mark.parametrize("os_family", sorted(OS_FAMILIES))
+@pytest.mark.parametrize("environment,node", NODES)
+def test_node_highstate_renders(render, environment, node, os_family):
+    highstate = render(environment, node, os_family)
+    assert isinstance(highstate, dict), f"render errors: {highstate}"
+    assert {state["__sls__"] for state in highstate.values()} >= {
+        "common.hosts", "common.packages", "common.accounts"
+    }
+    # Every node of the environment resolves on this node, at its address.
+    for other, data in environment_nodes(environment).items():
+        host = dict(kv for item in highstate[f"common-hosts-{other}"]["host"]
+                    if isinstance(item, dict) for kv in item.items())
+        assert host["ip"] == data["address"]
+    expected = OS_FAMILIES[os_family]
+    packages = next(item["pkgs"] for item in highstate["common-packages"]["pkg"]
+                    if isinstance(item, dict) and "pkgs" in item)
+    assert expected["packages"] in packages
+    user = dict(kv for item in highstate["common-account-airflow"]["user"]
+                if isinstance(item, dict) for kv in item.items())
+    assert user["shell"] == expected["nologin"]
+
+
+def test_unknown_role_applies_nothing_and_logs_the_key_and_the_known_roles(render, tmp_path, caplog):
+    # Salt swallows top file errors into its log (the state run only says no
+    # top file matched), so the message is asserted there.
+    (tmp_path / "top.sls").write_text((PILLAR / "top.sls").read_text())
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "init.sls").write_text(yaml.safe_dump({"cluster": {"nodes": {
+        "node1": {"address": "10.0.0.1", "roles": ["postgresql", "databse"]},
+    }}}))
+    assert not render("broken", "node1", "Debian", pillar_roots=tmp_path)
+    assert "cluster:nodes:node1:roles has unknown role(s) databse" in caplog.text
+    assert "known roles are airflow-flower" in caplog.text
+
+
+def test_missing_environment_fails_naming_the_setting(render):
+    with pytest.raises(CommandExecutionError) as failure:
+        render("", "airflow-server1", "Debian")
+    assert "airflow_environment is not set in the master configuration" in str(failure.value.info)
