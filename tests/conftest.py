@@ -16,6 +16,12 @@ ARTIFACTS = REPO / "artifacts"
 sys.path.insert(0, str(REPO))
 
 from lab.settings import lab_nodes  # noqa: E402
+from salt._logging.impl import shutdown_temp_handler  # noqa: E402
+
+# Salt holds log records in a deferred stderr handler until its logging is
+# set up, and writes them out at exit, after pytest's report. Tests do not
+# set up Salt's logging: hand the records to pytest's handlers instead.
+shutdown_temp_handler()
 
 
 def pytest_collection_modifyitems(items):
@@ -61,3 +67,4 @@ def lab(request):
         pytest.fail(f"bin/lab up exited {returncode}")
     yield lab_nodes()
     bin_lab("down")
+
