@@ -157,6 +157,8 @@ def _configure(root):
     # Nothing to remount in a container (nspawn mounts the root); the unit
     # only fails there now and then on cgroup set-up.
     (etc / "systemd" / "system" / "systemd-remount-fs.service").symlink_to("/dev/null")
+    # debootstrap leaves no hosts file; servers resolve localhost.
+    (etc / "hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
     # Each node gets its own machine id at first boot (bin/lab writes it).
     (etc / "machine-id").write_text("")
 

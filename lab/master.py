@@ -25,6 +25,7 @@ PIDFILE = RUN_DIR / "salt-master.pid"
 STARTED_WITH = RUN_DIR / "salt-master.config-digest"
 LOG = SALT_ROOT / "var" / "log" / "salt" / "master"
 KEYS_DIR = RUN_DIR / "minion-keys"
+HIGHSTATE_TIMEOUT = 1800
 MASTER_PKI = SALT_ROOT / "etc" / "salt" / "pki" / "master"
 
 LAB_CONF = f"""\
@@ -183,7 +184,9 @@ def highstate(names, heartbeat=30):
 
 def _apply(name):
     started = time.monotonic()
-    reply = salt([name], "state.apply").get(name)
+    # A first highstate installs packages for minutes: wait for the return
+    # itself rather than for the minion to answer job queries meanwhile.
+    reply = salt([name], "state.apply", f"--timeout={HIGHSTATE_TIMEOUT}").get(name)
     elapsed = time.monotonic() - started
     return summarise(reply, elapsed)
 

@@ -29,6 +29,7 @@ class Node:
         self.pidfile = self.dir / "nspawn.pid"
         self.console = self.dir / "console.log"
         self.meta = self.dir / "node.json"
+        self.process = None  # systemd-nspawn, when booted by this bin/lab
 
     # -- what is running ---------------------------------------------------
 
@@ -120,6 +121,12 @@ class Node:
                 start_new_session=True, env=CLEAN_ENV,
             )
         self.pidfile.write_text(str(process.pid))
+        self.process = process
+
+    def _nspawn_exited(self):
+        if self.process is not None:
+            return self.process.poll() is not None
+        return self.nspawn_pid() is None
 
     def wait_until_running(self, timeout=120):
         """Wait until the node's systemd reports the system up; return its state
@@ -127,7 +134,7 @@ class Node:
         deadline = time.monotonic() + timeout
         state = "not booted"
         while time.monotonic() < deadline:
-            if self.nspawn_pid() is None:
+            if self._nspawn_exited():
                 raise LabError(f"{self.name} stopped while booting; see {self.console}")
             if self.is_running():
                 result = self.exec(["systemctl", "is-system-running", "--wait"], timeout=timeout)

@@ -3,8 +3,8 @@
     common state. Roles whose list is empty are known and accepted; their
     states arrive with the tiers that build them. #}
 {%- set states_by_role = {
-    'postgresql': [],
-    'redis': [],
+    'postgresql': ['postgresql'],
+    'redis': ['redis'],
     'airflow-webserver': [],
     'airflow-scheduler': [],
     'airflow-flower': [],

@@ -5,6 +5,7 @@ first everything else, then `destructive` tests, then `lab_teardown` tests.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +55,8 @@ def salt_json(*args):
 
 @pytest.fixture(scope="session")
 def lab(request):
-    """The lab, up and highstated; taken down at the end of the run.
+    """The lab, up and highstated; taken down at the end of the run unless
+    LAB_KEEP=1 (for iterating on lab tests without rebuilding the lab).
 
     bin/lab up prints its progress straight to the terminal (it takes minutes).
     """
@@ -66,5 +68,6 @@ def lab(request):
     if returncode != 0:
         pytest.fail(f"bin/lab up exited {returncode}")
     yield lab_nodes()
-    bin_lab("down")
+    if os.environ.get("LAB_KEEP") != "1":
+        bin_lab("down")
 

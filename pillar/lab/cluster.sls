@@ -3,6 +3,7 @@
 # Keys are documented in pillar/production/cluster.sls.
 cluster:
   name: lab
+  primary: airflow-server1
   nodes:
     airflow-lb1:
       address: 10.11.12.5

@@ -1,3 +1,4 @@
 # The local lab (bin/lab): four systemd-nspawn machines on the host bridge.
 include:
   - lab.cluster
+  - lab.secrets

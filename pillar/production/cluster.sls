@@ -2,6 +2,11 @@ cluster:
   # A short name for the environment; shown to operators.
   name: production
 
+  # The node that runs the PostgreSQL primary and the Redis master when the
+  # environment is first deployed. The other nodes with the postgresql and
+  # redis roles become its standby and replica.
+  primary: airflow-server1
+
   # Every node of the environment, by minion id (which is also the host name
   # the other nodes resolve: the common state writes each node into
   # /etc/hosts on every node).

@@ -3,3 +3,5 @@
 # configuration with `airflow_environment: <name>`.
 include:
   - production.cluster
+  - production.secrets
+  - production.settings

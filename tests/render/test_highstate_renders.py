@@ -89,3 +89,32 @@ def test_missing_environment_fails_naming_the_setting(render):
     with pytest.raises(CommandExecutionError) as failure:
         render("", "airflow-server1", "Debian")
     assert "airflow_environment is not set in the master configuration" in str(failure.value.info)
+
+
+def state_args(highstate, state_id, function):
+    """The arguments of one state of a rendered highstate, as a dict."""
+    return dict(kv for item in highstate[state_id][function]
+                if isinstance(item, dict) for kv in item.items())
+
+
+@pytest.mark.parametrize("environment,os_family,bin_dir", [
+    ("lab", "Debian", "/usr/lib/postgresql/15/bin"),
+    ("production", "RedHat", "/usr/pgsql-14/bin"),
+])
+def test_database_roles_follow_the_primary(render, environment, os_family, bin_dir):
+    primary = render(environment, "airflow-server1", os_family)
+    standby = render(environment, "airflow-server2", os_family)
+    assert "postgresql-airflow-database" in primary and "postgresql-standby" not in primary
+    assert "postgresql-standby" in standby and "postgresql-airflow-database" not in standby
+    assert state_args(standby, "postgresql-standby", "pg_replication")["primary"] == "airflow-server1"
+    assert state_args(primary, "postgresql-module-settings", "grains")["value"]["bin_dir"] == bin_dir
+    # The Redis replica starts out following the master's address.
+    redis_main = state_args(standby, "redis-initial-role", "file")
+    assert redis_main["context"]["master_address"] == "10.11.12.10"
+    assert state_args(primary, "redis-initial-role", "file")["context"]["master_address"] == ""
+
+
+def test_workers_and_load_balancers_get_no_data_tier(render):
+    for node in ("airflow-worker1", "airflow-lb1"):
+        sls = {state["__sls__"] for state in render("lab", node, "Debian").values()}
+        assert not {s for s in sls if s.startswith(("postgresql", "redis"))}

@@ -1,0 +1,14 @@
+{#- PostgreSQL with streaming replication. The primary (cluster:primary)
+    holds the Airflow database and the roles; every other node with the
+    postgresql role is built as its standby once, and left alone after. #}
+{%- from 'postgresql/map.jinja' import postgresql %}
+include:
+  - postgresql.install
+  - postgresql.config
+  - postgresql.service
+  - postgresql.module_settings
+{%- if grains.id == postgresql.primary %}
+  - postgresql.primary
+{%- else %}
+  - postgresql.standby
+{%- endif %}

@@ -1,0 +1,22 @@
+{%- from 'postgresql/map.jinja' import postgresql %}
+include:
+  - postgresql.config
+
+{#- Settings such as wal_level and listen_addresses take a restart;
+    pg_hba.conf takes a reload. #}
+postgresql-service:
+  service.running:
+    - name: {{ postgresql.service }}
+    - enable: true
+    - watch:
+      - file: postgresql-settings
+      - file: postgresql-settings-included
+
+postgresql-reload-hba:
+  module.run:
+    - service.reload:
+      - name: {{ postgresql.service }}
+    - onchanges:
+      - file: postgresql-hba
+    - require:
+      - service: postgresql-service

@@ -1,0 +1,4 @@
+{%- from 'redis/map.jinja' import redis %}
+redis-package:
+  pkg.installed:
+    - name: {{ redis.package }}

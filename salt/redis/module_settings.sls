@@ -1,0 +1,15 @@
+{#- What the redis_replication execution module needs to find this node's
+    Redis (a grain, so `salt NODE redis_replication.status` needs no
+    arguments). The password stays in the configuration file, which only
+    root and the redis account can read. #}
+{%- from 'redis/map.jinja' import redis %}
+redis-module-settings:
+  grains.present:
+    - name: redis_replication
+    - force: true
+    - value:
+        host: 127.0.0.1
+        port: {{ redis.port }}
+        password_file: {{ redis.config_file }}
+        role_file: {{ redis.role_file }}
+        announce_host: {{ redis.nodes[grains.id].address }}

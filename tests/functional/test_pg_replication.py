@@ -1,0 +1,243 @@
+"""pg_replication against real PostgreSQL 15 servers: a primary pg-a and a warm
+standby pg-b on loopback (see pg_cluster.py). The figures the tests print (lag,
+promotion and rejoin times) are measurements, not assertions."""
+
+import pytest
+from salt.exceptions import CommandExecutionError
+
+from tests.functional.pg_cluster import (  # noqa: F401 (fixtures)
+    initdb,
+    lsn,
+    pg_nodes,
+    pg_pair,
+    streaming_standbys,
+    wait_for,
+)
+
+
+def show(capsys, line):
+    """Print a measured figure even when pytest captures output."""
+    with capsys.disabled():
+        print(f"\n    pg_replication: {line}", end="")
+
+
+def received(node):
+    """The LSN a standby has received up to, from its status."""
+    return lsn(node.module.status()["received_lsn"] or "0/0")
+
+
+def current_lsn(node):
+    return lsn(node.sql("select pg_current_wal_lsn()"))
+
+
+def fail_over(pair):
+    """Stop the primary cleanly (its standby receives all its WAL) and
+    promote the standby; return promote's result."""
+    pair.primary.stop()
+    return pair.standby.module.promote()
+
+
+def assert_streams_from(standby, primary, timeout=10):
+    """standby streams from primary: the primary lists it streaming, and it
+    receives what is written on the primary (read without SQL on it)."""
+    assert standby.name in streaming_standbys(primary)
+    primary.sql("create table if not exists rejoined (i int); insert into rejoined values (1)")
+    target = current_lsn(primary)
+
+    def streamed():
+        state = standby.module.status()
+        return (state["wal_receiver"]["status"] == "streaming"
+                and lsn(state["received_lsn"]) >= target)
+
+    wait_for(streamed, timeout, f"{standby.name} receiving {target:X}")
+
+
+def test_status_of_a_primary_lists_its_streaming_standby_and_active_slot(pg_pair):
+    state = pg_pair.primary.module.status()
+
+    assert (state["role"], state["running"], state["cluster_state"]) == (
+        "primary", True, "in production")
+    assert (state["timeline"], state["fenced"], state["standby_of"]) == (1, False, None)
+    [standby] = state["standbys"]
+    assert (standby["application_name"], standby["client_addr"], standby["state"]) == (
+        "pg-b", "127.0.0.1", "streaming")
+    assert standby["lag_bytes"] >= 0 and standby["sync_state"] == "async"
+    [slot] = state["slots"]
+    assert (slot["slot_name"], slot["active"]) == ("pg_b", True)
+    assert lsn(state["current_lsn"]) >= lsn(standby["replay_lsn"])
+
+
+def test_status_of_a_warm_standby_reads_no_sql(pg_pair):
+    primary, standby = pg_pair.primary, pg_pair.standby
+    # A warm standby refuses every connection, so status can only have read
+    # its files and processes.
+    refused = standby.try_sql("select 1")
+    assert refused.returncode != 0 and "Hot standby mode is disabled" in refused.stderr
+    primary.sql("create table t (i int)")
+    target = current_lsn(primary)
+
+    wait_for(lambda: received(standby) >= target, 10, "the standby receiving the new table")
+    state = standby.module.status()
+
+    assert (state["role"], state["running"], state["cluster_state"]) == (
+        "standby", True, "in archive recovery")
+    assert state["standby_of"] == {"host": "127.0.0.1", "port": primary.port}
+    assert state["system_identifier"] == primary.module.status()["system_identifier"]
+    assert state["wal_receiver"]["status"] == "streaming"
+    assert state["timeline"] == 1
+    assert lsn(state["replayed_lsn"]) > 0
+
+
+def test_status_of_a_stopped_node(pg_pair):
+    standby = pg_pair.standby
+    standby.stop()
+
+    state = standby.module.status()
+
+    assert (state["role"], state["running"], state["cluster_state"]) == (
+        "stopped", False, "shut down in recovery")
+    assert state["standby_of"] == {"host": "127.0.0.1", "port": pg_pair.primary.port}
+    assert state["timeline"] == 1 and "received_lsn" not in state
+
+
+def test_a_warm_standby_keeps_up_with_a_burst_of_writes(pg_pair, capsys):
+    primary, standby = pg_pair.primary, pg_pair.standby
+    primary.sql("create table burst (id int primary key, payload text)")
+    start = current_lsn(primary)
+    inserts = "".join(
+        f"insert into burst select g, repeat('x', 100) from generate_series({n * 40000 + 1}, "
+        f"{(n + 1) * 40000}) g;\n" for n in range(5))  # 200k rows in 5 transactions
+    writer = primary.sql_in_background(inserts)
+    behind, replay_lag_bytes, replay_lag_seconds = [], [], []
+    while writer.poll() is None:
+        primary_state = primary.module.status()
+        standby_state = standby.module.status()
+        [seen_by_primary] = primary_state["standbys"]
+        behind.append(lsn(primary_state["current_lsn"]) - lsn(standby_state["received_lsn"]))
+        replay_lag_bytes.append(seen_by_primary["lag_bytes"])
+        replay_lag_seconds.append(seen_by_primary["lag_seconds"] or 0.0)
+    assert writer.returncode == 0
+    end = current_lsn(primary)
+
+    _, catch_up = wait_for(lambda: received(standby) >= end, 10, "the standby catching up")
+
+    assert behind, "status was read on both nodes during the writes"
+    show(capsys, f"burst of 200k rows, {(end - start) / 2**20:.1f} MiB of WAL, "
+                 f"{len(behind)} status reads of both nodes during it: received up to "
+                 f"{max(behind)} bytes behind the primary; replay up to {max(replay_lag_bytes)} "
+                 f"bytes and {max(replay_lag_seconds):.3f} s behind; everything received "
+                 f"{catch_up:.2f} s after the last commit")
+
+
+def test_promote_and_rejoin_refuse_a_node_in_the_wrong_role(pg_pair):
+    with pytest.raises(CommandExecutionError, match="it is primary, not a running standby"):
+        pg_pair.primary.module.promote()
+    with pytest.raises(CommandExecutionError, match="running as standby.*stop or fence it first"):
+        pg_pair.standby.module.rejoin(primary=pg_pair.primary.address)
+    pg_pair.standby.stop()
+    with pytest.raises(CommandExecutionError, match="it is stopped, not a running standby"):
+        pg_pair.standby.module.promote()
+
+
+def test_promotion_makes_the_standby_a_writable_primary_on_a_new_timeline(pg_pair, capsys):
+    primary, standby = pg_pair.primary, pg_pair.standby
+    primary.sql("create table before_failover (i int); insert into before_failover values (1)")
+    [seen_by_primary] = primary.module.status()["standbys"]
+    primary.stop()
+    shutdown_checkpoint = primary.module.status()["last_checkpoint_lsn"]
+    # With its primary gone the standby still tells what it received, and a
+    # promotion that would lose more than allowed is refused.
+    assert lsn(standby.module.status()["received_lsn"]) >= lsn(shutdown_checkpoint)
+    with pytest.raises(CommandExecutionError, match="unreachable and the standby is \\d+ bytes"):
+        standby.module.promote(max_lag_bytes=1024, primary_lsn="FF/0")
+
+    result = standby.module.promote(max_lag_bytes=0, primary_lsn=shutdown_checkpoint)
+
+    assert (result["promoted"], result["timeline"], result["lag_bytes"]) == (True, 2, 0)
+    # The standby had everything the primary flushed to it, its shutdown
+    # checkpoint included: the new timeline starts after both.
+    assert lsn(result["switch_lsn"]) >= lsn(seen_by_primary["flush_lsn"])
+    assert lsn(result["switch_lsn"]) > lsn(shutdown_checkpoint)
+    state = standby.module.status()
+    assert (state["role"], state["timeline"], state["standby_of"]) == ("primary", 2, None)
+    standby.sql("insert into before_failover values (2)")
+    assert standby.sql("select count(*) from before_failover") == "2"
+    show(capsys, f"promotion: writable after {result['seconds']:.2f} s, timeline 2 from "
+                 f"{result['switch_lsn']}")
+
+
+def test_a_cleanly_stopped_former_primary_rejoins_without_rewind(pg_pair, capsys):
+    old_primary, new_primary = pg_pair.primary, pg_pair.standby
+    fail_over(pg_pair)
+
+    result = old_primary.module.rejoin(primary=new_primary.address)
+
+    assert result["method"] == "none" and result["timeline"] == 2
+    assert_streams_from(old_primary, new_primary)
+    state = old_primary.module.status()
+    assert (state["role"], state["timeline"]) == ("standby", 2)
+    assert state["standby_of"] == {"host": "127.0.0.1", "port": new_primary.port}
+    assert "pg_a" in [slot["slot_name"] for slot in new_primary.module.status()["slots"]]
+    show(capsys, f"rejoin without rewind: streaming after {result['seconds']:.2f} s")
+
+
+def test_a_former_primary_that_wrote_ahead_rejoins_by_rewind(pg_pair, capsys):
+    old_primary, new_primary = pg_pair.primary, pg_pair.standby
+    fail_over(pg_pair)
+    # Split brain: the old primary comes back as a primary and takes writes
+    # on timeline 1 that the new primary never sees.
+    old_primary.start()
+    old_primary.sql("create table lost (i int); insert into lost select generate_series(1, 1000)")
+    old_primary.stop()
+
+    result = old_primary.module.rejoin(primary=new_primary.address)
+
+    assert result["method"] == "rewind" and "rewind_error" not in result
+    assert result["timeline"] == 2
+    assert_streams_from(old_primary, new_primary)
+    assert old_primary.module.status()["role"] == "standby"
+    show(capsys, f"rejoin by rewind: {result['seconds']:.2f} s in all, pg_rewind "
+                 f"{result['rewind_seconds']:.2f} s")
+
+
+def test_a_node_of_another_cluster_rejoins_by_base_backup(pg_pair, capsys):
+    old_primary, new_primary = pg_pair.primary, pg_pair.standby
+    fail_over(pg_pair)
+    old_primary.wipe()
+    initdb(old_primary.data_dir)  # an unrelated cluster: nothing to rewind from
+    assert (old_primary.module.status()["system_identifier"]
+            != new_primary.module.status()["system_identifier"])
+
+    result = old_primary.module.rejoin(primary=new_primary.address)
+
+    assert result["method"] == "basebackup" and result["timeline"] == 2
+    assert_streams_from(old_primary, new_primary)
+    state = old_primary.module.status()
+    assert state["system_identifier"] == new_primary.module.status()["system_identifier"]
+    assert oct(old_primary.data_dir.stat().st_mode & 0o777) == "0o700"
+    assert not (old_primary.root / "data.pg_replication-old").exists()
+    show(capsys, f"rejoin by base backup: {result['seconds']:.2f} s in all, pg_basebackup "
+                 f"{result['basebackup_seconds']:.2f} s")
+
+
+def test_a_fenced_primary_stops_and_comes_back_only_in_recovery(pg_pair):
+    primary = pg_pair.primary
+
+    result = primary.module.fence(reason="failover drill")
+
+    assert (result["fenced"], result["was_running"], result["reason"]) == (
+        True, True, "failover drill")
+    state = primary.module.status()
+    assert (state["role"], state["running"], state["fenced"]) == ("stopped", False, True)
+    assert primary.module.is_fenced() is True
+    again = primary.module.fence(reason="again")
+    assert (again["was_running"], again["fenced_at"]) == (False, result["fenced_at"])
+    # Started by hand, as an operator or a highstate might: it comes up in
+    # recovery, accepting no writes (and, hot_standby being off, no SQL).
+    primary.start()
+    state = primary.module.status()
+    assert (state["role"], state["cluster_state"], state["fenced"]) == (
+        "standby", "in archive recovery", True)
+    assert primary.try_sql("select 1").returncode != 0
+    with pytest.raises(CommandExecutionError, match="it is fenced"):
+        primary.module.promote()
