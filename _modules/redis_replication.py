@@ -149,24 +149,34 @@ def _split_config_line(line):
         args.append(arg.decode())
 
 
+def _config_directives(text, path, advice=""):
+    """
+    Yield (line number, arguments) for each directive of a Redis
+    configuration file's text, skipping blank lines and comments. A line
+    that does not parse raises CommandExecutionError naming it by number
+    only, since it may hold a password.
+    """
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            yield number, _split_config_line(line)
+        except ValueError as exc:
+            raise CommandExecutionError(
+                f"Cannot parse line {number} of {path}: {exc}. {advice}".rstrip()
+            )
+
+
 def _requirepass_from_config(text, path):
     """
     Return the ``requirepass`` of a Redis configuration file's text (the last
     one wins, as in redis-server), or raise CommandExecutionError.
     """
     password = None
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        try:
-            args = _split_config_line(line)
-        except ValueError as exc:
-            # The line may hold the password: name it by number only.
-            raise CommandExecutionError(
-                f"Cannot parse line {number} of {path}: {exc}. Fix the file or "
-                "set redis_replication:password instead of password_file."
-            )
+    for number, args in _config_directives(
+        text, path, "Fix the file or set redis_replication:password instead of password_file."
+    ):
         if args[0].lower() != "requirepass":
             continue
         if len(args) != 2:
@@ -210,14 +220,7 @@ def _role_from_file_content(text, path):
     CommandExecutionError when the file is not one redis-server would load.
     """
     role = ("master", None)
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        try:
-            args = _split_config_line(line)
-        except ValueError as exc:
-            raise CommandExecutionError(f"Cannot parse line {number} of {path}: {exc}.")
+    for number, args in _config_directives(text, path):
         if args[0].lower() not in ("replicaof", "slaveof"):
             continue
         if len(args) != 3:
@@ -374,6 +377,11 @@ def _failover_command(replicas, announce_host, port, timeout_ms):
         f"replicas ({listed}). Set redis_replication:announce_host to the "
         "address the master sees this node under."
     )
+
+
+def _replica_online(replicas, ip, port):
+    """True when the master lists the replica ip:port as online."""
+    return any(r["ip"] == ip and r["port"] == port and r["state"] == "online" for r in replicas)
 
 
 def _promotion_method(local_status, master_address, master_error, force):
@@ -745,6 +753,19 @@ def _hand_over(settings, local_client, master_client, master_address, master_inf
     command, address_seen = _failover_command(
         replicas, settings["announce_host"], settings["port"], int(timeout * 1000)
     )
+    # A replica that has just (re)connected is not "online" on the master
+    # until its first sync is acknowledged, and FAILOVER refuses it until then.
+    deadline = time.monotonic() + timeout
+    while not _replica_online(replicas, address_seen, settings["port"]):
+        if time.monotonic() > deadline:
+            raise CommandExecutionError(
+                f"This replica is not online on the master {master_address} after "
+                f"{timeout} s (still synchronising?); promote again once "
+                "redis_replication.status on the master lists it online."
+            )
+        time.sleep(_POLL_SECONDS)
+        master_info = _command(f"INFO on {master_address}", _info, master_client)
+        replicas = _status_from_info(master_info)["connected_replicas"]
     if settings["password"]:
         # The old master becomes this node's replica and must authenticate to it.
         _command(

@@ -345,3 +345,11 @@ def test_the_module_does_not_load_without_redis_py_and_says_why(monkeypatch):
     monkeypatch.setattr(rr, "HAS_REDIS", False)
     loaded, reason = rr.__virtual__()
     assert loaded is False and "redis Python library" in reason
+
+
+def test_a_replica_counts_as_online_only_in_state_online():
+    replicas = [{"ip": "10.0.0.2", "port": 6379, "state": "wait_bgsave"},
+                {"ip": "10.0.0.3", "port": 6379, "state": "online"}]
+    assert not rr._replica_online(replicas, "10.0.0.2", 6379)
+    assert rr._replica_online(replicas, "10.0.0.3", 6379)
+    assert not rr._replica_online(replicas, "10.0.0.3", 6380)
