@@ -824,6 +824,43 @@ def is_fenced():
     return _read_fence(_settings()["data_dir"]) is not None
 
 
+def database_exists(name):
+    """
+    Return True when the running local server has a database called ``name``
+    (a primary or a hot standby: a warm standby runs no SQL, and raises).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt airflow-server1 pg_replication.database_exists airflow
+    """
+    literal = "'" + name.replace("'", "''") + "'"
+    settings = _settings()
+    return _local_sql(settings, f"select count(*) from pg_database where datname = {literal}") == "1"
+
+
+def stop():
+    """
+    Stop PostgreSQL on this node (fast, immediate if that fails), through its
+    service when ``pg_replication:service`` is set, without fencing it: it
+    may start again as what it was.
+
+    Returns ``stopped`` (True) and ``was_running``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt airflow-server2 pg_replication.stop
+    """
+    settings = _settings()
+    was_running = _postmaster_pid(settings["data_dir"]) is not None
+    if was_running:
+        _stop(settings)
+    return {"stopped": True, "was_running": was_running}
+
+
 # --- Fencing, promotion, rejoining ------------------------------------------------
 
 

@@ -24,8 +24,9 @@ def standby_action(status, primary, holds_database):
     ``pg_replication.status``: ``("keep", why)``, ``("build", why)`` or
     ``("refuse", why)``.
     """
-    following = (status.get("standby_of") or {}).get("host")
-    if following == primary:
+    following = status.get("standby_of") or {}
+    host, _, port = primary.partition(":")
+    if following.get("host") == host and (not port or str(following.get("port")) == port):
         return "keep", f"already a standby of {primary}"
     if status.get("fenced"):
         return "refuse", (
@@ -40,7 +41,8 @@ def standby_action(status, primary, holds_database):
             f"both) and use orch.failover or orch.failback"
         )
     if following:
-        return "build", f"follows {following}, not {primary}"
+        where = following["host"] + (f":{following['port']}" if following.get("port") else "")
+        return "build", f"follows {where}, not {primary}"
     return "build", "not a standby yet"
 
 
@@ -51,14 +53,15 @@ def standby(name, primary, database):
     name
         The state's name (free text).
     primary
-        The node the standby streams from (a cluster node name).
+        The node the standby streams from: HOST or HOST:PORT (a cluster
+        node name in the states).
     database
         The Airflow database: a primary that holds it is never overwritten.
     """
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
     status = __salt__["pg_replication.status"]()
-    holds_database = status.get("role") == "primary" and __salt__["postgres.db_exists"](
-        database, runas=__salt__["config.get"]("pg_replication:os_user", "postgres")
+    holds_database = status["role"] == "primary" and __salt__["pg_replication.database_exists"](
+        database
     )
     action, why = standby_action(status, primary, holds_database)
     if action == "keep":
@@ -73,10 +76,8 @@ def standby(name, primary, database):
         ret["comment"] = f"would rebuild this node as a standby of {primary} ({why})"
         ret["changes"] = {"standby_of": primary}
         return ret
-    service = __salt__["config.get"]("pg_replication:service")
-    if status.get("running") and service:
-        __salt__["service.stop"](service)
     try:
+        __salt__["pg_replication.stop"]()
         result = __salt__["pg_replication.rejoin"](primary=primary)
     except CommandExecutionError as error:
         # The primary may still be coming up on a fresh environment: the

@@ -105,6 +105,8 @@ def _print_summary(lab):
         say(f"    {node.name:18} {node.address:13} {node.system_state():10} {minion}")
     say("")
     say(f"salt: cd {REPO} && .venv/bin/salt '*' test.ping")
+    say("replication: .venv/bin/salt 'airflow-server*' pg_replication.status (or redis_replication.status)")
+    say("credentials (lab only): pillar/lab/secrets.sls")
     say("shell on a node: bin/lab exec NODE -- bash")
     say("")
 

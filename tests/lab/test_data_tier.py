@@ -47,6 +47,11 @@ def test_the_warm_standby_refuses_queries(lab):
 
 
 def test_redis_replica_follows_the_master(lab):
+    # The first sync starts up to repl-diskless-sync-delay (5 s) after the
+    # replica connects, which may be just before the highstate returned.
+    deadline = time.monotonic() + 30
+    while redis_info(STANDBY).get("master_link_status") != "up" and time.monotonic() < deadline:
+        time.sleep(0.5)
     replica = redis_info(STANDBY)
     assert replica["role"] == "slave"
     assert replica["master_host"] == lab[PRIMARY]

@@ -66,4 +66,11 @@ def test_a_fenced_node_is_left_for_failback():
 
 def test_a_standby_of_another_node_is_rebuilt():
     status = {"role": "standby", "standby_of": {"host": "airflow-server9"}}
-    assert standby_action(status, "airflow-server1", False) == ("build", "follows airflow-server9, not airflow-server1")
+    assert standby_action(status, "airflow-server1", False) == (
+        "build", "follows airflow-server9, not airflow-server1")
+
+
+def test_the_primary_may_be_given_with_its_port():
+    status = {"role": "standby", "standby_of": {"host": "127.0.0.1", "port": 5433}}
+    assert standby_action(status, "127.0.0.1:5433", False)[0] == "keep"
+    assert standby_action(status, "127.0.0.1:5434", False)[0] == "build"
