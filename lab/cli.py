@@ -8,6 +8,7 @@
   bin/lab crash NODE           power a node off hard
   bin/lab start NODE           boot a node again and wait for its minion
   bin/lab down                 stop everything, leave the host as it was
+  bin/lab credentials [--json] the lab's logins (Airflow admin, Flower, HAProxy stats)
 """
 
 import argparse
@@ -19,10 +20,20 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import yaml
+
 from lab import image, master, network
 from lab.nodes import Node, known_nodes
 from lab.progress import LabError, Timings, fail, run, say
-from lab.settings import CACHE_DIR, REPO, RUN_DIR, STATE_FILE, lab_nodes
+from lab.settings import (
+    CACHE_DIR,
+    LAB_SECRETS,
+    REPO,
+    RUN_DIR,
+    STATE_FILE,
+    lab_balancer_address,
+    lab_nodes,
+)
 
 
 def nodes():
@@ -45,7 +56,7 @@ def up(args):
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     STATE_FILE.write_text(json.dumps({"repo": str(REPO)}))
     lab = nodes()
-    with timings.step("wheelhouse for the nodes' salt-minion"):
+    with timings.step("wheelhouse (salt-minion and Airflow wheels)"):
         image.ensure_wheelhouse()
     with timings.step("Debian 12 image"):
         base = image.ensure_image(in_use={node.image() for node in known_nodes()})
@@ -104,9 +115,16 @@ def _print_summary(lab):
         minion = "minion answering" if node.name in answering else "minion NOT answering"
         say(f"    {node.name:18} {node.address:13} {node.system_state():10} {minion}")
     say("")
+    balancer = lab_balancer_address()
+    if balancer:
+        say("through the load balancer:")
+        say(f"    Airflow UI   http://{balancer}/")
+        say(f"    REST API     http://{balancer}/api/v1/")
+        say(f"    Flower       http://{balancer}:5555/")
+        say(f"    HAProxy      http://{balancer}:8404/stats")
+        say("credentials: bin/lab credentials (from pillar/lab/secrets.sls)")
     say(f"salt: cd {REPO} && .venv/bin/salt '*' test.ping")
     say("replication: .venv/bin/salt 'airflow-server*' pg_replication.status (or redis_replication.status)")
-    say("credentials (lab only): pillar/lab/secrets.sls")
     say("shell on a node: bin/lab exec NODE -- bash")
     say("")
 
@@ -159,6 +177,26 @@ def start(args):
     return 0
 
 
+def credentials(args):
+    """The lab's logins, from its pillar (pillar/lab/secrets.sls)."""
+    secrets = yaml.safe_load(LAB_SECRETS.read_text())
+    airflow = secrets["airflow"]
+    logins = {
+        "admin": {"username": airflow["admin"].get("username", "admin"),
+                  "password": airflow["admin"]["password"]},
+        "flower": {"username": airflow["flower"].get("username", "flower"),
+                   "password": airflow["flower"]["password"]},
+        "stats": {"username": secrets["haproxy"].get("stats_user", "admin"),
+                  "password": secrets["haproxy"]["stats_password"]},
+    }
+    if args.json:
+        print(json.dumps(logins))
+    else:
+        for name, login in logins.items():
+            say(f"{name:8} {login['username']} / {login['password']}")
+    return 0
+
+
 # -- down -------------------------------------------------------------------
 
 def down(args):
@@ -205,6 +243,9 @@ def main(argv=None):
     commands.add_parser("up").set_defaults(func=up)
     commands.add_parser("status").set_defaults(func=status)
     commands.add_parser("down").set_defaults(func=down)
+    show = commands.add_parser("credentials")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=credentials)
     run_on = commands.add_parser("exec")
     run_on.add_argument("node")
     run_on.add_argument("command", nargs=argparse.REMAINDER)

@@ -5,8 +5,11 @@ the image's name carries a hash of everything that goes into it.
 """
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
+
+import yaml
 
 from lab.progress import CLEAN_ENV, LabError, run, run_logged, say
 from lab.settings import (
@@ -32,6 +35,10 @@ IMAGE_PACKAGES = [
 ]
 MINION_REQUIREMENTS = REPO / "requirements" / "minion.txt"
 HOST_LOCK = REPO / "requirements" / "host.lock"
+# Airflow's version and extras (one place for the states and the lab), and
+# its constraints files (made by bin/make-airflow-constraints).
+AIRFLOW_DEFAULTS = REPO / "salt" / "airflow" / "defaults.yaml"
+AIRFLOW_FILES = REPO / "salt" / "airflow" / "files"
 # Where nodes see the wheelhouse (bind-mounted read-only).
 NODE_WHEELHOUSE = "/opt/wheelhouse"
 MINION_VENV = "/opt/salt"
@@ -73,22 +80,59 @@ def minion_wheels_stamp():
     return WHEELHOUSE / f".minion-{_digest(MINION_REQUIREMENTS.read_bytes(), HOST_LOCK.read_bytes())}"
 
 
+def airflow_requirement():
+    """Return the requirement line nodes install Airflow with, and its
+    constraints file, from salt/airflow/defaults.yaml."""
+    airflow = yaml.safe_load(AIRFLOW_DEFAULTS.read_text())["airflow"]
+    requirement = f"apache-airflow[{','.join(airflow['extras'])}]=={airflow['version']}"
+    return requirement, AIRFLOW_FILES / f"constraints-{airflow['version']}-py3.11.txt"
+
+
+def airflow_wheels_stamp():
+    requirement, constraints = airflow_requirement()
+    return WHEELHOUSE / f".airflow-{_digest(constraints.read_bytes(), requirement)}"
+
+
 def ensure_wheelhouse():
-    """Build the wheels of the node's salt-minion (pinned by host.lock)."""
+    """Build the wheels of the node's salt-minion (pinned by host.lock) and of
+    Airflow (pinned by its constraints file), each only when its pins changed."""
+    WHEELHOUSE.mkdir(parents=True, exist_ok=True)
     stamp = minion_wheels_stamp()
     if stamp.exists():
-        say(f"    wheelhouse {WHEELHOUSE} is up to date")
+        say(f"    minion wheels in {WHEELHOUSE} are up to date")
+    else:
+        run_logged(
+            [
+                str(VENV_BIN / "pip"), "wheel", "--quiet",
+                "-r", str(MINION_REQUIREMENTS), "-c", str(HOST_LOCK),
+                "-w", str(WHEELHOUSE),
+            ],
+            CACHE_DIR / "wheelhouse.log",
+            "building minion wheels",
+        )
+        stamp.touch()
+    stamp = airflow_wheels_stamp()
+    if stamp.exists():
+        say(f"    Airflow wheels in {WHEELHOUSE} are up to date")
         return
-    WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+    requirement, constraints = airflow_requirement()
+    say(f"    building the wheels of {requirement} (under a minute)")
+    # Only PyPI and the constraints decide the wheels: not the host's pip
+    # configuration (its PIP_* variables, extra indexes or find-links).
+    # --use-pep517: sdists without a pyproject.toml (python-nvd3) are built in
+    # an isolated environment, as .venv has no `wheel` for setup.py bdist_wheel.
     run_logged(
         [
-            str(VENV_BIN / "pip"), "wheel", "--quiet",
-            "-r", str(MINION_REQUIREMENTS), "-c", str(HOST_LOCK),
+            str(VENV_BIN / "pip"), "wheel", "--progress-bar", "off", "--use-pep517",
+            "-c", str(constraints), requirement,
             "-w", str(WHEELHOUSE),
         ],
-        CACHE_DIR / "wheelhouse.log",
-        "building minion wheels",
+        CACHE_DIR / "wheelhouse-airflow.log",
+        "building Airflow wheels",
+        env={**CLEAN_ENV, "PIP_CONFIG_FILE": os.devnull},
     )
+    for old in WHEELHOUSE.glob(".airflow-*"):
+        old.unlink()
     stamp.touch()
 
 

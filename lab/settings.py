@@ -30,6 +30,16 @@ DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
 LAB_PILLAR = REPO / "pillar" / "lab" / "cluster.sls"
+LAB_SECRETS = REPO / "pillar" / "lab" / "secrets.sls"
+
+
+def lab_balancer_address():
+    """The address of the lab's load balancer (its node with the haproxy role)."""
+    cluster = yaml.safe_load(LAB_PILLAR.read_text())["cluster"]
+    for node in cluster["nodes"].values():
+        if "haproxy" in node["roles"]:
+            return node["address"]
+    return None
 
 
 def lab_nodes():

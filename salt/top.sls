@@ -5,11 +5,12 @@
 {%- set states_by_role = {
     'postgresql': ['postgresql'],
     'redis': ['redis'],
-    'airflow-webserver': [],
-    'airflow-scheduler': [],
-    'airflow-flower': [],
-    'airflow-worker': [],
-    'haproxy': [],
+    'airflow-webserver': ['airflow'],
+    'airflow-scheduler': ['airflow'],
+    'airflow-triggerer': ['airflow'],
+    'airflow-flower': ['airflow'],
+    'airflow-worker': ['airflow'],
+    'haproxy': ['haproxy'],
 } %}
 {%- set node_key = 'cluster:nodes:' ~ opts.id %}
 {%- set roles = salt['pillar.get'](node_key ~ ':roles', []) %}
@@ -17,11 +18,15 @@
 {%- if unknown %}
 {{ raise("pillar " ~ node_key ~ ":roles has unknown role(s) " ~ unknown | join(', ') ~ "; known roles are " ~ states_by_role | sort | join(', ')) }}
 {%- endif %}
+{%- set states = [] %}
+{%- for role in roles %}
+{%-   for state in states_by_role[role] if state not in states %}
+{%-     do states.append(state) %}
+{%-   endfor %}
+{%- endfor %}
 base:
   '{{ opts.id }}':
     - common
-{%- for role in roles %}
-{%- for state in states_by_role[role] %}
+{%- for state in states %}
     - {{ state }}
-{%- endfor %}
 {%- endfor %}

@@ -2,3 +2,4 @@
 include:
   - lab.cluster
   - lab.secrets
+  - lab.settings

@@ -9,3 +9,25 @@ postgresql:
 redis:
   # requirepass and masterauth of every Redis node.
   password: CHANGE-ME
+airflow:
+  # Fernet key (encrypts connections and variables): identical on every node.
+  # Make one with: python3 -c "import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())"
+  fernet_key: CHANGE-ME
+  # Signs webserver sessions and worker log URLs: identical on every node.
+  webserver_secret_key: CHANGE-ME
+  # The superuser created at install.
+  admin:
+    password: CHANGE-ME
+  # Flower's basic auth (user airflow:flower:username, default flower).
+  flower:
+    password: CHANGE-ME
+  # Further users, each with a password and roles (Admin, Viewer, User, Op, Public):
+  # users:
+  #   alice:
+  #     password: CHANGE-ME
+  #     roles: [Op]
+  #     email: alice@example.com
+haproxy:
+  # Password of HAProxy's statistics page (user haproxy:stats_user in
+  # settings.sls), on the nodes with the haproxy role.
+  stats_password: CHANGE-ME

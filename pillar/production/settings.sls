@@ -7,3 +7,31 @@ postgresql:
   # A warm standby accepts no queries (the seed's choice); true for hot standby.
   hot_standby: false
 redis: {}
+# Only on nodes with the haproxy role; the backends are the nodes whose roles
+# include airflow-webserver and airflow-flower. The keys and their defaults
+# (salt/haproxy/defaults.yaml), all optional:
+haproxy: {}
+#   bind_address: '*'            # where the frontends listen on the node
+#   airflow_port: 80             # the Airflow UI and REST API
+#   flower_frontend_port: 5555   # Flower
+#   stats_port: 8404             # the statistics page, http://NODE:8404/stats
+#   stats_user: admin            # its user (the password is in secrets.sls)
+#   stats_refresh: 5s
+#   webserver_port: 8080         # Airflow's [webserver] web_server_port
+#   flower_port: 5555            # Flower's --port on the Flower nodes
+#   balance: roundrobin          # balance algorithm of both backends
+#   timeouts:                    # HAProxy `timeout NAME VALUE` lines
+#     connect: 5s
+#     client: 60s
+#     server: 120s               # keep >= Airflow's web_server_worker_timeout
+#     http-request: 10s
+#     http-keep-alive: 10s
+#     queue: 30s
+#     tunnel: 1h
+#     check: 2s
+#   check:                       # health checks: a stopped server is out
+#     inter: 2s                  # after `fall` failed checks `inter` apart
+#     fall: 2
+#     rise: 2
+#   retries: 2                   # failed connections retried, the last on
+#                                # another server (option redispatch)

@@ -1,0 +1,331 @@
+"""The haproxy state's configuration file, written by the state's own
+file.managed (arguments from `state.show_sls haproxy`, only the file name
+redirected to a temporary path) through Salt's loader, with the lab's pillar
+for airflow-lb1, and checked with the host's Debian haproxy: the file HAProxy
+accepts, the backends the pillar gives, check_cmd refusing a file HAProxy
+refuses, and a real haproxy in front of tiny HTTP servers that answer /health
+as Airflow 2.10's webservers do."""
+
+import base64
+import csv
+import http.server
+import io
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+LAB_NODE = "airflow-lb1"
+LAB_SECRETS = yaml.safe_load((REPO / "pillar" / "lab" / "secrets.sls").read_text())
+STATS_PASSWORD = LAB_SECRETS["haproxy"]["stats_password"]
+SETTLE_SECONDS = 15
+# Straight to 127.0.0.x, whatever proxy the environment names.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+# /health of an Airflow 2.10 webserver, as it answers with everything up...
+HEALTHY = (
+    '{"metadatabase": {"status": "healthy"}, "scheduler": {"latest_scheduler_heartbeat": '
+    '"2025-01-07T10:15:02.123456+00:00", "status": "healthy"}, "triggerer": '
+    '{"latest_triggerer_heartbeat": "2025-01-07T10:15:01.654321+00:00", "status": "healthy"}, '
+    '"dag_processor": {"latest_dag_processor_heartbeat": null, "status": null}}'
+)
+# ...when it cannot reach the metadata database (still with HTTP 200)...
+DB_UNHEALTHY = HEALTHY.replace('"metadatabase": {"status": "healthy"}',
+                               '"metadatabase": {"status": "unhealthy"}')
+# ...and, compact, when the database is fine but no scheduler heartbeats:
+# the webserver still serves, so it must stay in.
+SCHEDULER_DOWN = json.dumps({
+    "metadatabase": {"status": "healthy"},
+    "scheduler": {"latest_scheduler_heartbeat": "2025-01-07T09:00:00+00:00", "status": "unhealthy"},
+    "triggerer": {"latest_triggerer_heartbeat": None, "status": None},
+    "dag_processor": {"latest_dag_processor_heartbeat": None, "status": None},
+}, separators=(",", ":"))
+assert DB_UNHEALTHY != HEALTHY
+
+
+def state_args(states, state_id):
+    """The arguments of one state of show_sls's output, as a dict."""
+    return {key: value for item in states[state_id]["file"] if isinstance(item, dict)
+            for key, value in item.items()}
+
+
+def config_state(loaders):
+    states = loaders.modules.state.show_sls("haproxy")
+    assert isinstance(states, dict), f"render errors: {states}"
+    return state_args(states, "haproxy-config")
+
+
+def write_config(loaders, path):
+    """Run the state's file.managed, as the state would, into `path`."""
+    args = config_state(loaders)
+    args.pop("require", None)
+    args["name"] = str(path)
+    return loaders.states.file.managed(**args)
+
+
+def haproxy_check(path):
+    return subprocess.run([HAPROXY, "-c", "-f", str(path)], capture_output=True, text=True,
+                          timeout=30)
+
+
+def pillar_tree(tmp_path, **environments):
+    """A pillar_roots with the repository's top file and lab folder, plus one
+    folder per keyword argument (environment name -> its init.sls data)."""
+    root = tmp_path / "pillar"
+    root.mkdir()
+    shutil.copy(REPO / "pillar" / "top.sls", root / "top.sls")
+    (root / "lab").symlink_to(REPO / "pillar" / "lab")
+    for name, data in environments.items():
+        (root / name).mkdir()
+        (root / name / "init.sls").write_text(yaml.safe_dump(data))
+    return root
+
+
+@pytest.fixture(scope="module")
+def lab_loaders(make_loaders):
+    return make_loaders(id=LAB_NODE, airflow_environment="lab",
+                        pillar_roots={"base": [str(REPO / "pillar")]},
+                        grains={"os_family": "Debian"})
+
+
+@pytest.fixture(scope="module")
+def lab_config(lab_loaders, tmp_path_factory):
+    """(state result, path) of the lab's airflow-lb1 configuration."""
+    path = tmp_path_factory.mktemp("lab") / "haproxy.cfg"
+    return write_config(lab_loaders, path), path
+
+
+def test_lab_config_is_written_private_and_accepted_by_haproxy(lab_config, lab_loaders):
+    result, path = lab_config
+    assert result.result is True, result.comment
+    check = haproxy_check(path)
+    assert check.returncode == 0, check.stdout + check.stderr
+    stat = path.stat()
+    assert oct(stat.st_mode & 0o777) == "0o640"
+    assert (stat.st_uid, stat.st_gid) == (0, int(subprocess.check_output(
+        ["getent", "group", "haproxy"], text=True).split(":")[2]))
+    # The password is in the file, and neither in Salt's output nor in the
+    # state's arguments.
+    assert f'stats auth "admin:{STATS_PASSWORD}"' in path.read_text()
+    assert STATS_PASSWORD not in repr(result.raw)
+    assert STATS_PASSWORD not in repr(config_state(lab_loaders))
+
+
+def test_lab_backends_are_both_webservers_and_both_flowers(lab_config):
+    _, path = lab_config
+    sections, current = {}, None
+    for line in path.read_text().splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            current = line.strip()
+            sections[current] = []
+        elif current and line.strip().startswith("server "):
+            sections[current].append(line.split()[1:3])
+    assert sections["backend airflow-webservers"] == [
+        ["airflow-server1", "10.11.12.10:8080"], ["airflow-server2", "10.11.12.20:8080"]]
+    assert sections["backend airflow-flowers"] == [
+        ["airflow-server1", "10.11.12.10:5555"], ["airflow-server2", "10.11.12.20:5555"]]
+    text = path.read_text()
+    for line in ("bind *:80", "bind *:5555", "bind *:8404", "option redispatch", "retries 2",
+                 "option httpchk GET /health", "option httpchk GET /healthcheck",
+                 "http-check expect status 200", "balance roundrobin", "stats uri /stats",
+                 "stats refresh 5s", "http-request set-header X-Forwarded-Proto http"):
+        assert f"    {line}\n" in text, line
+    assert "inter 2s fall 2 rise 2" in text
+
+
+def test_check_cmd_refuses_a_config_haproxy_refuses_and_keeps_the_file(
+        make_loaders, tmp_path, lab_config):
+    _, good = lab_config
+    pillar = pillar_tree(tmp_path, broken={
+        "include": ["lab"], "haproxy": {"balance": "fastest-please"}})
+    loaders = make_loaders(id=LAB_NODE, airflow_environment="broken",
+                           pillar_roots={"base": [str(pillar)]}, grains={"os_family": "Debian"})
+    target = tmp_path / "haproxy.cfg"
+    shutil.copy(good, target)
+    result = write_config(loaders, target)
+    assert result.result is False
+    assert "check_cmd execution failed" in result.comment
+    assert "balance" in result.comment  # haproxy's own reason
+    assert target.read_bytes() == good.read_bytes()
+
+
+# -- a real haproxy in front of fake webservers and Flowers ------------------
+
+class Backend(http.server.BaseHTTPRequestHandler):
+    """Answers /health with the server's body, /healthcheck with its Flower
+    status and anything else with its name and the request's headers."""
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        spec = self.server.spec
+        if self.path == "/health":
+            status, body = 200, spec["health"]
+        elif self.path == "/healthcheck":
+            status, body = spec["flower"], "OK"
+        else:
+            status, body = 200, json.dumps({"server": spec["name"], "headers": {name.lower(): value for name, value in self.headers.items()}})
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+BACKENDS = [
+    {"name": "web-healthy", "address": "127.0.0.1", "health": HEALTHY, "flower": 200},
+    {"name": "web-db-down", "address": "127.0.0.2", "health": DB_UNHEALTHY, "flower": 503},
+    {"name": "web-no-scheduler", "address": "127.0.0.3", "health": SCHEDULER_DOWN, "flower": 200},
+]
+
+
+def free_port(count):
+    """`count` distinct ports free on 127.0.0.1 now."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+def stats_csv(port, auth=True):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/stats;csv")
+    if auth:
+        token = base64.b64encode(f"admin:{STATS_PASSWORD}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    with OPENER.open(request, timeout=2) as response:
+        text = response.read().decode()
+    rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
+    return {(row["pxname"], row["svname"]): row for row in rows}
+
+
+@pytest.fixture(scope="module")
+def live(make_loaders, tmp_path_factory):
+    """A haproxy, configured by the state with the lab's secrets, in front of
+    BACKENDS (each a webserver and a Flower on one port of its address)."""
+    tmp_path = tmp_path_factory.mktemp("live")
+    servers = []
+    try:
+        backend_port = None
+        for spec in BACKENDS:
+            server = http.server.ThreadingHTTPServer((spec["address"], backend_port or 0), Backend)
+            server.spec = spec
+            backend_port = server.server_address[1]
+            servers.append(server)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        airflow_port, flower_port, stats_port = free_port(3)
+        nodes = {LAB_NODE: {"address": "127.0.0.1", "roles": ["haproxy"]}}
+        for spec in BACKENDS:
+            nodes[spec["name"]] = {"address": spec["address"],
+                                   "roles": ["airflow-webserver", "airflow-flower"]}
+        pillar = pillar_tree(tmp_path, live={
+            "include": ["lab.secrets"],
+            "cluster": {"name": "live", "primary": "web-healthy", "nodes": nodes},
+            "haproxy": {"bind_address": "127.0.0.1", "airflow_port": airflow_port,
+                        "flower_frontend_port": flower_port, "stats_port": stats_port,
+                        "webserver_port": backend_port, "flower_port": backend_port,
+                        "admin_socket": str(tmp_path / "admin.sock")},
+        })
+        loaders = make_loaders(id=LAB_NODE, airflow_environment="live",
+                               pillar_roots={"base": [str(pillar)]},
+                               grains={"os_family": "Debian"})
+        config = tmp_path / "haproxy.cfg"
+        result = write_config(loaders, config)
+        assert result.result is True, result.comment
+        log = open(tmp_path / "haproxy.log", "w")
+        process = subprocess.Popen([HAPROXY, "-db", "-f", str(config)],
+                                   stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield {"airflow": airflow_port, "flower": flower_port, "stats": stats_port,
+                   "process": process, "log": tmp_path / "haproxy.log"}
+        finally:
+            process.kill()
+            process.wait(timeout=10)
+            log.close()
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture(scope="module")
+def settled(live):
+    """The stats CSV once every server has been checked (none still in its
+    initial state), within SETTLE_SECONDS."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        assert live["process"].poll() is None, live["log"].read_text()
+        try:
+            rows = stats_csv(live["stats"])
+            servers = [row for (_, name), row in rows.items()
+                       if name not in ("FRONTEND", "BACKEND")]
+            # DOWN after `fall` failed checks; UP with a passed last check.
+            if servers and all(row["status"] == "DOWN" or row["check_status"] == "L7OK"
+                               for row in servers) \
+                    and any(row["status"] == "DOWN" for row in servers):
+                return rows
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"servers not settled after {SETTLE_SECONDS} s:\n"
+                                 f"{live['log'].read_text()}")
+        time.sleep(0.2)
+
+
+def test_webserver_is_up_only_while_its_metadatabase_is_healthy(settled):
+    backend = "airflow-webservers"
+    assert settled[(backend, "web-healthy")]["status"] == "UP"
+    assert settled[(backend, "web-db-down")]["status"] == "DOWN"
+    assert settled[(backend, "web-db-down")]["check_status"] == "L7RSP"
+    # No scheduler heartbeat is no reason to take a webserver out.
+    assert settled[(backend, "web-no-scheduler")]["status"] == "UP"
+
+
+def test_flower_is_up_only_while_its_healthcheck_answers_200(settled):
+    backend = "airflow-flowers"
+    assert settled[(backend, "web-healthy")]["status"] == "UP"
+    assert settled[(backend, "web-db-down")]["status"] == "DOWN"
+    assert settled[(backend, "web-no-scheduler")]["status"] == "UP"
+
+
+def test_requests_go_to_healthy_webservers_with_forwarded_headers(live, settled):
+    seen = set()
+    for _ in range(6):
+        with OPENER.open(f"http://127.0.0.1:{live['airflow']}/home", timeout=5) as r:
+            answer = json.loads(r.read())
+        seen.add(answer["server"])
+        assert answer["headers"]["x-forwarded-proto"] == "http"
+        assert answer["headers"]["x-forwarded-for"] == "127.0.0.1"
+    assert seen == {"web-healthy", "web-no-scheduler"}  # round robin, never web-db-down
+
+
+def test_stats_page_needs_its_credentials(live, settled):
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        stats_csv(live["stats"], auth=False)
+    assert refused.value.code == 401
+    request = urllib.request.Request(f"http://127.0.0.1:{live['stats']}/stats")
+    token = base64.b64encode(f"admin:{STATS_PASSWORD}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    with OPENER.open(request, timeout=2) as response:
+        assert response.status == 200
+    wrong = urllib.request.Request(f"http://127.0.0.1:{live['stats']}/stats")
+    wrong.add_header("Authorization", "Basic " + base64.b64encode(b"admin:wrong").decode())
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        OPENER.open(wrong, timeout=2)
+    assert refused.value.code == 401
+
