@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from lab.settings import lab_balancer_address
-from tests.conftest import bin_lab
+from tests.conftest import ARTIFACTS, bin_lab
 
 pytestmark = pytest.mark.lab
 
@@ -118,3 +118,38 @@ def test_ui_and_api_keep_answering_with_one_webserver_stopped(airflow_up, creden
         bin_lab("exec", "airflow-server1", "--", "systemctl", "start", "airflow-webserver")
     wait_until(lambda: requests.get("http://10.11.12.10:8080/health", timeout=5).ok, 180,
                "airflow-server1's webserver back")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, driven through chromedriver."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--window-size=1400,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_admin_logs_into_the_ui_through_haproxy_and_sees_the_dag_list(airflow_up, credentials, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    username, password = credentials["admin"]
+    browser.get(f"{UI}/login/")
+    browser.find_element(By.ID, "username").send_keys(username)
+    browser.find_element(By.ID, "password").send_keys(password)
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit], button[type=submit]").click()
+    WebDriverWait(browser, 60).until(
+        expected_conditions.presence_of_element_located((By.LINK_TEXT, "ha_smoke")))
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "airflow-ui-dag-list.png"))
+    assert browser.current_url.startswith(UI)
+    assert "ha_smoke" in browser.page_source

@@ -118,3 +118,39 @@ def test_workers_and_load_balancers_get_no_data_tier(render):
     for node in ("airflow-worker1", "airflow-lb1"):
         sls = {state["__sls__"] for state in render("lab", node, "Debian").values()}
         assert not {s for s in sls if s.startswith(("postgresql", "redis"))}
+
+
+def airflow_units(highstate):
+    return sorted(state_id[len("airflow-"):-len("-unit")] for state_id in highstate
+                  if state_id.startswith("airflow-") and state_id.endswith("-unit"))
+
+
+def test_airflow_components_follow_the_roles(render):
+    server1 = render("lab", "airflow-server1", "Debian")
+    server2 = render("lab", "airflow-server2", "Debian")
+    worker = render("lab", "airflow-worker1", "Debian")
+    balancer = render("lab", "airflow-lb1", "Debian")
+    assert airflow_units(server1) == airflow_units(server2) == ["flower", "scheduler", "webserver"]
+    assert airflow_units(worker) == ["worker"]
+    # Exactly one node migrates the database and keeps the users.
+    assert "airflow-db-migrate" in server1 and "airflow-users" in server1
+    assert "airflow-db-migrate" not in server2 and "airflow-db-migrate" not in worker
+    assert not [s for s in balancer if s.startswith("airflow-")]
+    assert "haproxy-config" in balancer and "haproxy-config" not in server1
+
+
+def test_airflow_installs_offline_in_the_lab_and_from_the_index_elsewhere(render):
+    lab = state_args(render("lab", "airflow-worker1", "Debian"), "airflow-package", "cmd")["name"]
+    production = state_args(render("production", "airflow-worker1", "RedHat"), "airflow-package", "cmd")["name"]
+    assert "--no-index --find-links /opt/wheelhouse" in lab
+    assert "--no-index" not in production
+    for command in (lab, production):
+        assert "-c /opt/airflow/constraints-2.10.5.txt 'apache-airflow[celery,postgres,redis,statsd]==2.10.5'" in command
+
+
+def test_airflow_secrets_stay_out_of_change_output(render):
+    server = render("lab", "airflow-server1", "Debian")
+    config = state_args(server, "airflow-config", "file")
+    assert config["mode"] == "0600" and config["show_changes"] is False
+    users = state_args(server, "airflow-users", "cmd")
+    assert "lab-admin-71c3e9" not in users["name"]  # the password goes on stdin
