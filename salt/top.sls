@@ -1,31 +1,18 @@
-{#- The one place that decides what each role runs. A node's roles come from
-    the pillar (cluster:nodes:<minion id>:roles); every node also gets the
-    common state. Roles whose list is empty are known and accepted; their
-    states arrive with the tiers that build them. #}
-{%- set states_by_role = {
-    'postgresql': ['postgresql'],
-    'redis': ['redis'],
-    'airflow-webserver': ['airflow'],
-    'airflow-scheduler': ['airflow'],
-    'airflow-triggerer': ['airflow'],
-    'airflow-flower': ['airflow'],
-    'airflow-worker': ['airflow'],
-    'haproxy': ['haproxy'],
-} %}
-{%- set node_key = 'cluster:nodes:' ~ opts.id %}
-{%- set roles = salt['pillar.get'](node_key ~ ':roles', []) %}
-{%- set unknown = roles | reject('in', states_by_role) | list %}
-{%- if unknown %}
-{{ raise("pillar " ~ node_key ~ ":roles has unknown role(s) " ~ unknown | join(', ') ~ "; known roles are " ~ states_by_role | sort | join(', ')) }}
-{%- endif %}
+{#- Role-to-state mapping: every node gets `validate` (the pillar's checks,
+    which stop the whole run before anything changes when the pillar is
+    wrong) and `common`, then the states of its roles, as salt/roles.yaml
+    maps them. #}
+{%- import_yaml 'roles.yaml' as states_by_role %}
+{%- set roles = salt['pillar.get']('cluster:nodes:' ~ opts.id ~ ':roles', []) %}
 {%- set states = [] %}
-{%- for role in roles %}
+{%- for role in roles if role in states_by_role %}
 {%-   for state in states_by_role[role] if state not in states %}
 {%-     do states.append(state) %}
 {%-   endfor %}
 {%- endfor %}
 base:
   '{{ opts.id }}':
+    - validate
     - common
 {%- for state in states %}
     - {{ state }}

@@ -1,0 +1,108 @@
+{#- The environment's pillar, checked before anything changes. The top file
+    gives every node this state first, and a failed check fails rendering:
+    Salt then applies no state at all, on any node (every node's pillar
+    holds the whole cluster, so every node fails the same way). The message
+    names each pillar key, what is wrong with it, and the fix. When all
+    checks pass there is nothing to apply. #}
+{%- import_yaml 'roles.yaml' as states_by_role %}
+{%- import_yaml 'postgresql/defaults.yaml' as postgresql_defaults %}
+{%- import_yaml 'postgresql/osfamilymap.yaml' as postgresql_osfamilymap %}
+{%- import_yaml 'airflow/defaults.yaml' as airflow_defaults %}
+{%- from 'validate/checks.jinja' import require_secret with context %}
+{%- set errors = [] %}
+{%- set cluster = salt['pillar.get']('cluster', {}) %}
+{%- set nodes = cluster.get('nodes') or {} %}
+
+{#- Nodes: an address each (IPv4 or IPv6, no two alike) and known roles. #}
+{%- if not nodes %}
+{%-   do errors.append("cluster:nodes is empty or missing: list every node with its address and roles (see pillar/production/cluster.sls)") %}
+{%- endif %}
+{%- set owners = {} %}
+{%- set nodes_with = {} %}
+{%- for name, node in nodes | dictsort %}
+{%-   set key = 'cluster:nodes:' ~ name %}
+{%-   set node = node or {} %}
+{%-   set address = (node.get('address') or '') | string %}
+{%-   if not address %}
+{%-     do errors.append(key ~ ":address is missing: give the node's IPv4 or IPv6 address on the cluster network") %}
+{%-   elif not address | is_ip %}
+{%-     do errors.append(key ~ ":address '" ~ address ~ "' is not an IPv4 or IPv6 address: give the node's address on the cluster network (not a host name)") %}
+{%-   elif address in owners %}
+{%-     do errors.append(key ~ ":address " ~ address ~ " is also the address of " ~ owners[address] ~ ": give every node its own address") %}
+{%-   else %}
+{%-     do owners.update({address: name}) %}
+{%-   endif %}
+{%-   set roles = node.get('roles') or [] %}
+{%-   if not roles %}
+{%-     do errors.append(key ~ ":roles is empty: give the node at least one of " ~ states_by_role | sort | join(', ')) %}
+{%-   endif %}
+{%-   for role in roles %}
+{%-     if role not in states_by_role %}
+{%-       do errors.append(key ~ ":roles has the unknown role '" ~ role ~ "': known roles are " ~ states_by_role | sort | join(', ')) %}
+{%-     endif %}
+{%-     do nodes_with.setdefault(role, []).append(name) %}
+{%-   endfor %}
+{%- endfor %}
+
+{#- The initial primary: one node, running both PostgreSQL and Redis. #}
+{%- set primary = cluster.get('primary') %}
+{%- if nodes_with.get('postgresql') or nodes_with.get('redis') %}
+{%-   if not primary or primary is not string %}
+{%-     do errors.append("cluster:primary must name exactly one node, the initial PostgreSQL primary and Redis master (for example `primary: airflow-server1`); it is " ~ (primary | json)) %}
+{%-   elif primary not in nodes %}
+{%-     do errors.append("cluster:primary names " ~ primary ~ ", which is not in cluster:nodes: name one of " ~ nodes | sort | join(', ')) %}
+{%-   else %}
+{%-     for role in ('postgresql', 'redis') if nodes_with.get(role) and role not in nodes[primary].roles %}
+{%-       do errors.append("cluster:primary " ~ primary ~ " has no " ~ role ~ " role, so " ~ nodes_with[role] | join(', ') ~ " would have no " ~ role ~ " primary to follow: add the role to " ~ primary ~ " or name a node that has it") %}
+{%-     endfor %}
+{%-   endif %}
+{%- endif %}
+
+{#- Secrets, wherever a role needs them. #}
+{%- set airflow_nodes = [] %}
+{%- for role, names in nodes_with | dictsort if role.startswith('airflow-') %}
+{%-   do airflow_nodes.extend(names) %}
+{%- endfor %}
+{%- if nodes_with.get('postgresql') or airflow_nodes %}
+{%-   do require_secret(errors, 'postgresql:airflow_password') %}
+{%- endif %}
+{%- if nodes_with.get('postgresql') %}
+{%-   do require_secret(errors, 'postgresql:replication_password') %}
+{%- endif %}
+{%- if nodes_with.get('redis') or airflow_nodes %}
+{%-   do require_secret(errors, 'redis:password') %}
+{%- endif %}
+{%- if nodes_with.get('haproxy') %}
+{%-   do require_secret(errors, 'haproxy:stats_password') %}
+{%- endif %}
+{%- if airflow_nodes %}
+{%-   do require_secret(errors, 'airflow:webserver_secret_key') %}
+{%-   do require_secret(errors, 'airflow:admin:password') %}
+{%-   if require_secret(errors, 'airflow:fernet_key') and not salt['pillar.get']('airflow:fernet_key') | string | regex_match('([A-Za-z0-9_-]{43}=)$') %}
+{%-     do errors.append("airflow:fernet_key is not a Fernet key (32 bytes, url-safe base64, 44 characters): make one with python3 -c \"import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())\"") %}
+{%-   endif %}
+{%-   if nodes_with.get('airflow-flower') %}
+{%-     do require_secret(errors, 'airflow:flower:password') %}
+{%-   endif %}
+{%-   for username, user in salt['pillar.get']('airflow:users', {}) | dictsort %}
+{%-     do require_secret(errors, 'airflow:users:' ~ username ~ ':password') %}
+{%-   endfor %}
+
+{#-   Versions the tree can install. #}
+{%-   set version = salt['pillar.get']('airflow:version', airflow_defaults.airflow.version) | string %}
+{%-   set constraints = 'airflow/files/constraints-' ~ version ~ '-py3.11.txt' %}
+{%-   if constraints not in salt['cp.list_master'](prefix='airflow/files/') %}
+{%-     do errors.append("airflow:version " ~ version ~ " has no constraints file salt/" ~ constraints ~ ": make it with `bin/make-airflow-constraints " ~ version ~ "`, or use a version that has one") %}
+{%-   endif %}
+{%- endif %}
+{%- if nodes_with.get('postgresql') %}
+{%-   set version = salt['pillar.get']('postgresql:version', postgresql_defaults.postgresql.version) %}
+{%-   set supported = (salt['grains.filter_by'](postgresql_osfamilymap, grain='os_family') or {}).get('supported_versions', []) %}
+{%-   if version not in supported %}
+{%-     do errors.append("postgresql:version " ~ version ~ " is not supported on " ~ grains.os_family ~ ": use one of " ~ supported | join(', ') ~ " (salt/postgresql/osfamilymap.yaml)") %}
+{%-   endif %}
+{%- endif %}
+
+{%- if errors %}
+{{ raise("the pillar of environment " ~ cluster.get('name', '?') ~ " has " ~ errors | length ~ " problem(s); nothing was changed on any node:\n- " ~ errors | join("\n- ")) }}
+{%- endif %}

@@ -1,0 +1,34 @@
+"""Rendering a node's highstate through Salt's own loader
+(pytest-salt-factories), with that node's id, an environment's pillar and an
+OS family, as its minion would."""
+
+import pytest
+from saltfactories.utils.functional import Loaders
+
+from tests.conftest import REPO
+
+PILLAR = REPO / "pillar"
+
+
+@pytest.fixture(scope="module")
+def render(salt_factories):
+    """render(environment, node, os_family, pillar_roots=None) -> the
+    node's highstate as show_highstate returns it (a dict, or a list of errors)."""
+
+    def _render(environment, node, os_family, pillar_roots=None):
+        factory = salt_factories.salt_minion_daemon(
+            f"{node}-{environment}-{os_family}".lower(),
+            overrides={
+                "id": node,
+                "file_client": "local",
+                "file_roots": {"base": [str(REPO / "salt")]},
+                "pillar_roots": {"base": [str(pillar_roots or PILLAR)]},
+                "airflow_environment": environment,
+                "grains": {"os_family": os_family},
+            },
+        )
+        return Loaders(factory.config.copy()).modules.state.show_highstate()
+
+    return _render
+
+

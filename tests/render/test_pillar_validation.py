@@ -1,0 +1,103 @@
+"""Bad pillar fails every node's highstate at render time, before any state
+runs, with a message that names the key, the problem and the fix. Each case
+starts from the lab's pillar with one mistake in it."""
+
+import copy
+import shutil
+
+import pytest
+import yaml
+
+from tests.render.conftest import PILLAR
+
+LAB = {name: yaml.safe_load((PILLAR / "lab" / f"{name}.sls").read_text())
+       for name in ("cluster", "secrets", "settings")}
+
+
+def break_pillar(tmp_path, mistake):
+    """A pillar tree: the lab's, changed by mistake(cluster, secrets, settings)."""
+    root = tmp_path / "pillar"
+    shutil.copytree(PILLAR, root)
+    data = copy.deepcopy(LAB)
+    mistake(data["cluster"]["cluster"], data["secrets"], data["settings"])
+    for name, content in data.items():
+        (root / "lab" / f"{name}.sls").write_text(yaml.safe_dump(content))
+    return root
+
+
+def nodes(cluster):
+    return cluster["nodes"]
+
+
+CASES = {
+    "unknown role": (
+        lambda c, s, o: nodes(c)["airflow-worker1"]["roles"].append("databse"),
+        "cluster:nodes:airflow-worker1:roles has the unknown role 'databse': known roles are airflow-flower"),
+    "missing address": (
+        lambda c, s, o: nodes(c)["airflow-server2"].pop("address"),
+        "cluster:nodes:airflow-server2:address is missing"),
+    "address that is not an IP": (
+        lambda c, s, o: nodes(c)["airflow-server2"].update(address="server2.example"),
+        "cluster:nodes:airflow-server2:address 'server2.example' is not an IPv4 or IPv6 address"),
+    "duplicate address": (
+        lambda c, s, o: nodes(c)["airflow-worker1"].update(address="10.11.12.20"),
+        "cluster:nodes:airflow-worker1:address 10.11.12.20 is also the address of airflow-server2"),
+    "two initial primaries": (
+        lambda c, s, o: c.update(primary=["airflow-server1", "airflow-server2"]),
+        "cluster:primary must name exactly one node"),
+    "no initial primary": (
+        lambda c, s, o: c.pop("primary"),
+        "cluster:primary must name exactly one node"),
+    "a standby without a primary": (
+        lambda c, s, o: nodes(c)["airflow-server1"]["roles"].remove("postgresql"),
+        "cluster:primary airflow-server1 has no postgresql role, so airflow-server2 would have no postgresql primary"),
+    "missing database password": (
+        lambda c, s, o: s["postgresql"].pop("airflow_password"),
+        "postgresql:airflow_password is missing or empty"),
+    "empty Redis password": (
+        lambda c, s, o: s["redis"].update(password=""),
+        "redis:password is missing or empty"),
+    "example secret left in": (
+        lambda c, s, o: s["airflow"].update(webserver_secret_key="CHANGE-ME"),
+        "airflow:webserver_secret_key is still the example's CHANGE-ME"),
+    "invalid Fernet key": (
+        lambda c, s, o: s["airflow"].update(fernet_key="not-a-fernet-key"),
+        "airflow:fernet_key is not a Fernet key"),
+    "Airflow version without constraints": (
+        lambda c, s, o: o["airflow"].update(version="2.9.3"),
+        "airflow:version 2.9.3 has no constraints file salt/airflow/files/constraints-2.9.3-py3.11.txt"),
+    "unsupported PostgreSQL version": (
+        lambda c, s, o: o.update(postgresql={"version": 14}),
+        "postgresql:version 14 is not supported on Debian: use one of 15"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_pillar_stops_every_node_naming_the_key(render, tmp_path, case):
+    mistake, message = CASES[case]
+    root = break_pillar(tmp_path, mistake)
+    for node in ("airflow-server1", "airflow-lb1"):
+        errors = render("lab", node, "Debian", root)
+        assert isinstance(errors, list), f"{case}: {node} rendered a highstate"
+        text = " ".join(errors)
+        assert message in text, text
+        assert "nothing was changed on any node" in text
+
+
+def test_every_problem_is_reported_at_once(render, tmp_path):
+    def two_mistakes(cluster, secrets, settings):
+        nodes(cluster)["airflow-worker1"]["roles"] = ["bogus"]
+        secrets["redis"]["password"] = ""
+
+    text = " ".join(render("lab", "airflow-server1", "Debian", break_pillar(tmp_path, two_mistakes)))
+    assert "has 2 problem(s)" in text
+    assert "unknown role 'bogus'" in text and "redis:password is missing" in text
+
+
+def test_secret_values_are_never_in_the_message(render, tmp_path):
+    def bad_and_secret(cluster, secrets, settings):
+        secrets["airflow"]["fernet_key"] = "s3cret-but-not-fernet"
+
+    text = " ".join(render("lab", "airflow-server1", "Debian", break_pillar(tmp_path, bad_and_secret)))
+    assert "airflow:fernet_key is not a Fernet key" in text
+    assert "s3cret-but-not-fernet" not in text.split("Jinja error:")[-1].split("; line")[0]
