@@ -17,7 +17,7 @@ cluster:
       address: 10.11.12.10
       # What the node runs. Roles are data: moving a service to another node,
       # adding a third server or a second worker is an edit here, never a
-      # state edit. Known roles (salt/top.sls maps each to its states):
+      # state edit. Known roles (salt/roles.yaml maps each to its states):
       #   postgresql         PostgreSQL; one node is the primary, the others
       #                      streaming-replication standbys
       #   redis              Redis, the Celery broker; one master, the others
