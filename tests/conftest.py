@@ -36,10 +36,11 @@ def pytest_collection_modifyitems(items):
     items.sort(key=rank)  # stable: file and definition order within a rank
 
 
-def bin_lab(*args, check=True):
-    """Run bin/lab and return its result (stdout and stderr as text)."""
+def bin_lab(*args, check=True, input=None):
+    """Run bin/lab and return its result (stdout and stderr as text); input
+    goes to its standard input (bin/lab exec passes it to the command)."""
     result = subprocess.run([str(REPO / "bin" / "lab"), *args], cwd=REPO,
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, input=input)
     if check and result.returncode != 0:
         raise AssertionError(f"bin/lab {' '.join(args)} exited {result.returncode}:\n"
                              f"{result.stdout}{result.stderr}")
