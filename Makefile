@@ -19,12 +19,13 @@ test: deps
 
 deps: host-packages venv master-config
 
-# Where this checkout's states and pillar are, for the master (see etc/salt/master).
+# Where this checkout's states, pillar and runners are, for the master (see etc/salt/master).
 master-config:
 	@mkdir -p etc/salt/master.d
 	@printf '%s\n' '# Written by make for this checkout; do not edit.' \
 	    'file_roots:' '  base:' '    - $(CURDIR)/salt' \
-	    'pillar_roots:' '  base:' '    - $(CURDIR)/pillar' > etc/salt/master.d/checkout.conf
+	    'pillar_roots:' '  base:' '    - $(CURDIR)/pillar' \
+	    'runner_dirs:' '  - $(CURDIR)/_runners' > etc/salt/master.d/checkout.conf
 
 host-packages:
 	bin/install-host-packages

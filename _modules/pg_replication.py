@@ -750,6 +750,7 @@ def _status(settings):
     fence = _read_fence(data_dir)
     state = {
         "node_name": settings["node_name"],
+        "checked_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "role": role,
         "running": running,
         "cluster_state": cluster_state,
@@ -779,7 +780,8 @@ def status():
     Return this node's replication state. Works on a primary, on a standby
     (also a warm one, which accepts no SQL) and on a stopped node.
 
-    Always: ``node_name``, ``role`` (primary, standby or stopped), ``running``,
+    Always: ``node_name``, ``checked_at`` (UTC, ISO 8601), ``role`` (primary,
+    standby or stopped), ``running``,
     ``timeline``, ``system_identifier``, ``cluster_state`` (from
     pg_controldata), ``last_checkpoint_lsn``, ``fenced`` and ``fence`` (the
     marker's ``fenced_at`` and ``reason``, or None), ``standby_of`` (``host``

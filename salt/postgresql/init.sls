@@ -1,4 +1,4 @@
-{#- PostgreSQL with streaming replication. The primary (cluster:primary)
+{#- PostgreSQL with streaming replication. The primary (see salt/settings.jinja)
     holds the Airflow database and the roles; every other node with the
     postgresql role is built as its standby once, and left alone after. #}
 {%- from 'postgresql/map.jinja' import postgresql %}
@@ -7,6 +7,8 @@ include:
   - postgresql.config
   - postgresql.service
   - postgresql.module_settings
+  - postgresql.mine
+  - postgresql.start_guard
 {%- if grains.id == postgresql.primary %}
   - postgresql.primary
 {%- else %}

@@ -1,7 +1,8 @@
-{#- Redis, the Celery broker: one master (cluster:primary), the other nodes
+{#- Redis, the Celery broker: one master (the primary: see salt/settings.jinja), the other nodes
     with the redis role its replicas. #}
 include:
   - redis.install
   - redis.config
   - redis.service
   - redis.module_settings
+  - redis.start_guard

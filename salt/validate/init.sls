@@ -58,6 +58,13 @@
 {%-   endif %}
 {%- endif %}
 
+{#- The topology record, which failovers write on the master: a node that
+    can be the primary. #}
+{%- set recorded = salt['pillar.get']('topology:primary') %}
+{%- if recorded and (recorded not in nodes or not ('postgresql' in nodes[recorded].roles and 'redis' in nodes[recorded].roles)) %}
+{%-   do errors.append("topology:primary names " ~ recorded ~ ", which is not a node with the postgresql and redis roles: the topology record (salt-run airflow_ha.topology shows where it is) is out of date; record the node that is the primary now with salt-run airflow_ha.record_primary NODE reason=...") %}
+{%- endif %}
+
 {#- Secrets, wherever a role needs them. #}
 {%- set airflow_nodes = [] %}
 {%- for role, names in nodes_with | dictsort if role.startswith('airflow-') %}

@@ -1,0 +1,27 @@
+{#- Runbook: bring the preferred primary (cluster:primary) back.
+
+      salt-run state.orchestrate orch.failback                                  # rejoin, switch back
+      salt-run state.orchestrate orch.failback pillar='{"switch_back": false}'  # rejoin only
+      salt-run state.orchestrate orch.failback test=True                        # the plan only
+
+    The preferred primary first rejoins the current primary as a standby
+    (nothing to copy after a planned switch, pg_rewind after a crash, a base
+    backup when rewinding is impossible) and its Redis follows; then the
+    roles switch back with the planned procedure, losing nothing. #}
+{%- from 'orch/steps.jinja' import step, refuse, planned_switch with context %}
+{%- set plan = salt['saltutil.runner']('airflow_ha.plan', action='failback',
+                                       switch_back=salt['pillar.get']('switch_back', True)) %}
+{%- set run = namespace(step=0) %}
+{%- if plan.refused %}
+{{ refuse(plan.refused) }}
+{%- elif plan.mode == 'nothing' %}
+{{ step(run, 'verify the cluster', 'verify') }}
+{%- else %}
+{{ step(run, 'rejoin PostgreSQL on ' ~ plan.new ~ ' as a standby of ' ~ plan.old, 'pg_rejoin', node=plan.new, primary=plan.old) }}
+{{ step(run, 'make Redis on ' ~ plan.new ~ ' a replica of ' ~ plan.old, 'redis_follow', node=plan.new, master=plan.old) }}
+{%-   if plan.mode == 'planned' %}
+{{ planned_switch(run, plan.old, plan.new, 'orch.failback') }}
+{%-   else %}
+{{ step(run, 'verify the cluster', 'verify') }}
+{%-   endif %}
+{%- endif %}

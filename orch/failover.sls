@@ -1,0 +1,32 @@
+{#- Runbook: move the PostgreSQL primary and the Redis master to the other
+    server, and Airflow with them.
+
+      salt-run state.orchestrate orch.failover                             # planned
+      salt-run state.orchestrate orch.failover pillar='{"force": true}'    # primary down
+      salt-run state.orchestrate orch.failover test=True                   # the plan only
+
+    The pre-flight inspects both servers and decides:
+    - planned (the primary runs): nothing committed or acknowledged is lost;
+      the old primary ends as a standby of the new one.
+    - unplanned (the primary is down): refused unless forced, saying what is
+      at risk; forced, the standby is promoted and the old primary fenced
+      (its start guard keeps it in recovery when it comes back, until
+      orch.failback rejoins it). #}
+{%- from 'orch/steps.jinja' import step, refuse, planned_switch with context %}
+{%- set plan = salt['saltutil.runner']('airflow_ha.plan', action='failover',
+                                       force=salt['pillar.get']('force', False),
+                                       max_lag_bytes=salt['pillar.get']('max_lag_bytes')) %}
+{%- set run = namespace(step=0) %}
+{%- if plan.refused %}
+{{ refuse(plan.refused) }}
+{%- elif plan.mode == 'planned' %}
+{{ planned_switch(run, plan.old, plan.new, 'orch.failover') }}
+{%- else %}
+{{ step(run, 'stop the Airflow schedulers', 'stop_schedulers') }}
+{{ step(run, 'promote PostgreSQL on ' ~ plan.new ~ ' (forced)', 'pg_promote', node=plan.new, old_primary=plan.old, planned=false) }}
+{{ step(run, 'make Redis on ' ~ plan.new ~ ' the master', 'redis_switch', node=plan.new, old_master=plan.old, planned=false) }}
+{{ step(run, 'record ' ~ plan.new ~ ' as the primary', 'record_primary', node=plan.new, reason='orch.failover (unplanned, forced): ' ~ plan.old ~ ' was down') }}
+{{ step(run, 'fence ' ~ plan.old ~ ', the former primary', 'fence_unreachable', node=plan.old, primary=plan.new) }}
+{{ step(run, 'point Airflow at ' ~ plan.new ~ ' and restart it', 'airflow_follow') }}
+{{ step(run, 'verify the cluster', 'verify') }}
+{%- endif %}
