@@ -41,10 +41,13 @@ import salt.utils.yaml
 log = logging.getLogger(__name__)
 
 # How long a node may take to answer before it counts as down.
-_PING_SECONDS = 5
+_PING_SECONDS = 3
 # Long operations: a base backup, a warm shutdown, a state run.
 _LONG_SECONDS = 600
 _POLL_SECONDS = 1
+# A forced failover refuses when more WAL than this is known to be missing
+# on the standby (pillar failover:max_lag_bytes overrides it).
+_MAX_LAG_BYTES = 16 * 1024 ** 2
 
 
 class StepFailed(Exception):
@@ -80,7 +83,7 @@ def switch_proves_no_loss(checkpoint_lsn, switch_lsn):
 
 
 def failover_decision(current, candidate, current_up, candidate_state, force,
-                      last_primary_lsn=None, max_lag_bytes=None):
+                      last_primary_lsn=None, last_seen_at=None, max_lag_bytes=None):
     """
     Decide how orch.failover moves the primary from ``current`` to
     ``candidate``: returns ``{"mode": "planned"|"unplanned", "refused": reason
@@ -90,9 +93,9 @@ def failover_decision(current, candidate, current_up, candidate_state, force,
         Whether the current primary's PostgreSQL answers (its minion too).
     candidate_state
         ``pg_replication.status`` of the candidate (None: it does not answer).
-    last_primary_lsn
-        The current primary's last known WAL position (from the Salt mine),
-        when it is down.
+    last_primary_lsn, last_seen_at
+        The current primary's last known WAL position and when it was seen
+        (from the Salt mine), when it is down.
     max_lag_bytes
         With force, the most known-missing WAL that is still accepted.
     """
@@ -111,11 +114,13 @@ def failover_decision(current, candidate, current_up, candidate_state, force,
     received = candidate_state.get("received_lsn")
     if last_primary_lsn and received:
         decision["lag_bytes"] = max(0, parse_lsn(last_primary_lsn) - parse_lsn(received))
+        known = (f"{decision['lag_bytes']} bytes of WAL are known to be missing"
+                 if decision["lag_bytes"] else f"{candidate} has all of it")
         decision["at_risk"] = (
-            f"{current} is down; the master last saw it at WAL {last_primary_lsn}, {candidate} "
-            f"has received up to {received}: at least {decision['lag_bytes']} bytes of WAL are "
-            f"known to be missing, plus whatever {current} committed after it was last seen; "
-            "Redis writes it acknowledged but had not replicated are lost too")
+            f"{current} is down; the master last saw it at WAL {last_primary_lsn} "
+            f"({last_seen_at or 'time unknown'}) and {candidate} has received up to {received}: "
+            f"{known}, but whatever {current} committed after it was last seen is lost, and so "
+            "are Redis writes it acknowledged but had not replicated")
     else:
         decision["at_risk"] = (
             f"{current} is down and the master knows no recent WAL position of it; {candidate} "
@@ -238,11 +243,15 @@ def _client():
     return salt.client.get_local_client(mopts=__opts__)
 
 
-def _answering(nodes):
-    """The subset of nodes whose minions answer within a few seconds."""
+def _answering(nodes, down=None):
+    """
+    The subset of nodes whose minions answer within a few seconds; nodes in
+    ``down`` (found down by the pre-flight) are not asked again.
+    """
+    nodes = sorted(set(nodes) - set(down or ()))
     if not nodes:
         return set()
-    replies = _client().cmd(list(nodes), "test.ping", tgt_type="list", timeout=_PING_SECONDS,
+    replies = _client().cmd(nodes, "test.ping", tgt_type="list", timeout=_PING_SECONDS,
                             gather_job_timeout=_PING_SECONDS)
     return {node for node in nodes if replies.get(node) is True}
 
@@ -537,7 +546,8 @@ def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None):
     Returns ``mode`` (planned, unplanned, rejoin-only, nothing), ``old`` and
     ``new`` (the primary before and after), ``rejoin`` (the node to rejoin
     as a standby first, or None), ``refused`` (why it must not run, or
-    None), ``at_risk``, the nodes' states, and the Airflow nodes.
+    None), ``at_risk``, ``down`` (nodes that did not answer: the steps do
+    not wait for them), the database nodes' states, and the Airflow nodes.
 
     CLI Example:
 
@@ -548,13 +558,17 @@ def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None):
     """
     cluster = _cluster()
     old = cluster.primary
-    if max_lag_bytes is None:
-        max_lag_bytes = (cluster.pillar.get("failover") or {}).get("max_lag_bytes", 16 * 1024 ** 2)
-    _say(f"==> pre-flight ({action}): inspecting {', '.join(cluster.database_nodes())}")
-    answering = _answering(cluster.database_nodes())
-    pg_states = _statuses(sorted(answering), "pg_replication.status")[0]
+    if max_lag_bytes in (None, ""):  # "": pillar.get's default
+        max_lag_bytes = (cluster.pillar.get("failover") or {}).get("max_lag_bytes",
+                                                                   _MAX_LAG_BYTES)
+    max_lag_bytes = int(max_lag_bytes)
+    _say(f"==> pre-flight ({action}): inspecting {', '.join(sorted(cluster.nodes))}")
+    answering = _answering(cluster.nodes)
+    pg_states = _statuses(sorted(answering & set(cluster.database_nodes())),
+                          "pg_replication.status")[0]
     result = {"action": action, "old": old, "new": None, "rejoin": None, "refused": None,
               "at_risk": None, "mode": None, "force": bool(force),
+              "down": sorted(set(cluster.nodes) - answering),
               "airflow_nodes": cluster.airflow_nodes(), "states": pg_states}
     if action == "failover":
         new = cluster.other(old)
@@ -563,7 +577,7 @@ def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None):
         # (it crashed, or was stopped) is failed over as if it were down.
         old_up = old in pg_states and pg_states[old].get("role") == "primary"
         decision = failover_decision(old, new, old_up, pg_states.get(new), force, last_lsn,
-                                     max_lag_bytes)
+                                     seen_at, max_lag_bytes)
         result.update(decision, new=new, last_primary_lsn=last_lsn, last_seen_at=seen_at)
     else:
         new = cluster.preferred
@@ -588,6 +602,8 @@ def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None):
 
 
 def _print_plan(result):
+    if result["down"]:
+        _say(f"    not answering: {', '.join(result['down'])}")
     for node, state in sorted(result["states"].items()):
         position = state.get("current_lsn") or state.get("received_lsn") or "-"
         _say(f"    {node}: PostgreSQL {state.get('role')}"
@@ -613,10 +629,11 @@ def _print_plan(result):
 # --- Steps of the runbooks ------------------------------------------------------------
 
 
-def stop_schedulers():
+def stop_schedulers(down=None):
     """
     Stop the Airflow schedulers (every node with the airflow-scheduler role
-    that answers), so that nothing schedules while the primaries move.
+    that answers, but those in ``down``), so that nothing schedules while
+    the primaries move.
 
     CLI Example:
 
@@ -625,7 +642,7 @@ def stop_schedulers():
         salt-run airflow_ha.stop_schedulers
     """
     def action():
-        nodes = sorted(_answering(_cluster().with_role("airflow-scheduler")))
+        nodes = sorted(_answering(_cluster().with_role("airflow-scheduler"), down))
         for node in nodes:
             _call(node, "service.stop", "airflow-scheduler")
             if _call(node, "service.status", "airflow-scheduler"):
@@ -764,7 +781,7 @@ def redis_switch(node, old_master, planned=True):
                  "retry the orchestration")
 
 
-def airflow_follow(wait=300):
+def airflow_follow(wait=300, down=None):
     """
     Point Airflow at the recorded primary: apply the ``airflow.config`` state
     on every Airflow node that answers (new ``sql_alchemy_conn``,
@@ -773,7 +790,8 @@ def airflow_follow(wait=300):
     (a warm shutdown: running tasks finish first, without holding up this
     step), and the webservers one at a time, each back before the next, so
     the load balancer always has one. Checks Airflow's health through the
-    load balancer.
+    load balancer. Nodes in ``down`` are skipped: they get the new
+    configuration from their highstate when they return.
 
     CLI Example:
 
@@ -783,7 +801,7 @@ def airflow_follow(wait=300):
     """
     def action():
         cluster = _cluster()
-        nodes = sorted(_answering(cluster.airflow_nodes()))
+        nodes = sorted(_answering(cluster.airflow_nodes(), down))
         replies = _client().cmd(nodes, "state.sls", ["airflow.config"], tgt_type="list",
                                 timeout=_LONG_SECONDS)
         for node in nodes:
@@ -836,7 +854,7 @@ def pg_rejoin(node, primary):
     def action():
         state = _call(node, "pg_replication.status")
         primary_state = _call(primary, "pg_replication.status")
-        if _streams_from(node, state, primary_state):
+        if _streams_from(node, state, primary_state) and not state["fenced"]:
             return {"already": f"streaming from {primary}"}
         _call(node, "pg_replication.fence", reason=f"rejoining {primary} as a standby",
               timeout=_LONG_SECONDS)
@@ -917,12 +935,13 @@ def fence_unreachable(node, primary):
                  f"keep {node} powered off until you can run orch.failback")
 
 
-def verify(wait=120):
+def verify(wait=120, down=None):
     """
     Check the end state of a runbook: exactly one writable PostgreSQL and
     one Redis master, both on the recorded primary; every other answering
     database node streaming from it; Airflow healthy through the load
-    balancer. Nodes that do not answer are reported, not waited for.
+    balancer. Nodes that do not answer are reported, not waited for; nodes
+    in ``down`` are not asked.
 
     CLI Example:
 
@@ -933,7 +952,7 @@ def verify(wait=120):
     def action():
         cluster = _cluster()
         nodes = sorted(set(cluster.database_nodes()) | set(cluster.with_role("redis")))
-        answering = _answering(nodes)
+        answering = _answering(nodes, down)
 
         def healthy_topology():
             pg_states = _statuses(sorted(answering & set(cluster.database_nodes())),

@@ -11,17 +11,20 @@
 {%- from 'orch/steps.jinja' import step, refuse, planned_switch with context %}
 {%- set plan = salt['saltutil.runner']('airflow_ha.plan', action='failback',
                                        switch_back=salt['pillar.get']('switch_back', True)) %}
+{%- if plan is not mapping %}
+{{ raise('the pre-flight failed: ' ~ plan) }}
+{%- endif %}
 {%- set run = namespace(step=0) %}
 {%- if plan.refused %}
 {{ refuse(plan.refused) }}
 {%- elif plan.mode == 'nothing' %}
-{{ step(run, 'verify the cluster', 'verify') }}
+{{ step(run, 'verify the cluster', 'verify', down=plan.down) }}
 {%- else %}
 {{ step(run, 'rejoin PostgreSQL on ' ~ plan.new ~ ' as a standby of ' ~ plan.old, 'pg_rejoin', node=plan.new, primary=plan.old) }}
 {{ step(run, 'make Redis on ' ~ plan.new ~ ' a replica of ' ~ plan.old, 'redis_follow', node=plan.new, master=plan.old) }}
 {%-   if plan.mode == 'planned' %}
-{{ planned_switch(run, plan.old, plan.new, 'orch.failback') }}
+{{ planned_switch(run, plan.old, plan.new, 'orch.failback', plan.down) }}
 {%-   else %}
-{{ step(run, 'verify the cluster', 'verify') }}
+{{ step(run, 'verify the cluster', 'verify', down=plan.down) }}
 {%-   endif %}
 {%- endif %}

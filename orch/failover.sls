@@ -16,17 +16,20 @@
 {%- set plan = salt['saltutil.runner']('airflow_ha.plan', action='failover',
                                        force=salt['pillar.get']('force', False),
                                        max_lag_bytes=salt['pillar.get']('max_lag_bytes')) %}
+{%- if plan is not mapping %}
+{{ raise('the pre-flight failed: ' ~ plan) }}
+{%- endif %}
 {%- set run = namespace(step=0) %}
 {%- if plan.refused %}
 {{ refuse(plan.refused) }}
 {%- elif plan.mode == 'planned' %}
-{{ planned_switch(run, plan.old, plan.new, 'orch.failover') }}
+{{ planned_switch(run, plan.old, plan.new, 'orch.failover', plan.down) }}
 {%- else %}
-{{ step(run, 'stop the Airflow schedulers', 'stop_schedulers') }}
+{{ step(run, 'stop the Airflow schedulers', 'stop_schedulers', down=plan.down) }}
 {{ step(run, 'promote PostgreSQL on ' ~ plan.new ~ ' (forced)', 'pg_promote', node=plan.new, old_primary=plan.old, planned=false) }}
 {{ step(run, 'make Redis on ' ~ plan.new ~ ' the master', 'redis_switch', node=plan.new, old_master=plan.old, planned=false) }}
 {{ step(run, 'record ' ~ plan.new ~ ' as the primary', 'record_primary', node=plan.new, reason='orch.failover (unplanned, forced): ' ~ plan.old ~ ' was down') }}
 {{ step(run, 'fence ' ~ plan.old ~ ', the former primary', 'fence_unreachable', node=plan.old, primary=plan.new) }}
-{{ step(run, 'point Airflow at ' ~ plan.new ~ ' and restart it', 'airflow_follow') }}
-{{ step(run, 'verify the cluster', 'verify') }}
+{{ step(run, 'point Airflow at ' ~ plan.new ~ ' and restart it', 'airflow_follow', down=plan.down) }}
+{{ step(run, 'verify the cluster', 'verify', down=plan.down) }}
 {%- endif %}
