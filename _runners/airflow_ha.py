@@ -29,6 +29,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -59,10 +60,13 @@ class StepFailed(Exception):
 
 def parse_lsn(text):
     """
-    Return the integer position of an LSN written as ``"X/Y"`` (hexadecimal).
+    Return the integer position of an LSN written as ``"X/Y"`` (hexadecimal,
+    at most 8 digits each); ValueError for anything else.
     """
-    high, low = text.strip().split("/")
-    return (int(high, 16) << 32) | int(low, 16)
+    match = re.fullmatch(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})", text.strip())
+    if not match:
+        raise ValueError(f"not an LSN: {text!r}")
+    return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
 
 
 def received_everything(checkpoint_lsn, received_lsn):
@@ -109,6 +113,11 @@ def failover_decision(current, candidate, current_up, candidate_state, force,
         decision["refused"] = (f"{candidate} is {candidate_state.get('role')}, not a running "
                                f"standby: check it with `salt {candidate} pg_replication.status`")
         return decision
+    if candidate_state.get("fenced"):
+        decision["refused"] = (f"{candidate} is fenced: it is a former primary that has not "
+                               "rejoined yet, and its data may have diverged; rejoin it with "
+                               "orch.failback before it can be promoted")
+        return decision
     if current_up:
         return decision
     received = candidate_state.get("received_lsn")
@@ -122,7 +131,13 @@ def failover_decision(current, candidate, current_up, candidate_state, force,
             f"{known}, but whatever {current} committed after it was last seen is lost, and so "
             "are Redis writes it acknowledged but had not replicated")
     else:
+        seen = (f"the master last saw it at WAL {last_primary_lsn}" if last_primary_lsn
+                else "the master knows no recent WAL position of it")
         decision["at_risk"] = (
+            f"{current} is down; {seen}, and {candidate} reports no received position: "
+            f"how much of what {current} committed is lost cannot be told, and so are Redis "
+            "writes it acknowledged but had not replicated"
+            if not received else
             f"{current} is down and the master knows no recent WAL position of it; {candidate} "
             f"has received up to {received}: whatever {current} committed beyond that is lost, "
             "and so are Redis writes it acknowledged but had not replicated")
@@ -142,7 +157,7 @@ def failover_decision(current, candidate, current_up, candidate_state, force,
     return decision
 
 
-def topology_problems(recorded, pg_states, redis_states, down):
+def topology_problems(recorded, pg_states, redis_states, down, recorded_address=None):
     """
     Return what is wrong with the cluster against the topology record, as a
     list of sentences (empty: exactly one writable PostgreSQL and one Redis
@@ -155,6 +170,9 @@ def topology_problems(recorded, pg_states, redis_states, down):
         ``{node: status}`` of the nodes that answered.
     down
         Nodes that did not answer (expected after an unplanned failover).
+    recorded_address
+        The recorded primary's address, which Redis replicas must follow
+        (not checked when None).
     """
     problems = []
     primaries = sorted(node for node, state in pg_states.items() if state.get("role") == "primary")
@@ -172,7 +190,8 @@ def topology_problems(recorded, pg_states, redis_states, down):
         problems.append(f"Redis masters: {', '.join(masters) or 'none'} (expected only {recorded})")
     for node in sorted(set(redis_states) - {recorded}):
         state = redis_states[node]
-        if state.get("role") != "replica" or state.get("master_link_status") != "up":
+        if (state.get("role") != "replica" or state.get("master_link_status") != "up"
+                or recorded_address not in (None, state.get("master_host"))):
             problems.append(f"Redis on {node} is not a replica with its link to {recorded} up")
     for node in sorted(down):
         if node == recorded:
@@ -185,8 +204,10 @@ def airflow_health_problems(body):
     Return what is unhealthy in the JSON body of Airflow's ``/health`` (which
     answers HTTP 200 either way), as a list (empty: healthy).
     """
-    return [f"{part} is {body.get(part, {}).get('status')}" for part in ("metadatabase", "scheduler")
-            if body.get(part, {}).get("status") != "healthy"]
+    if "error" in body:
+        return [f"no answer ({body['error']})"]
+    statuses = {part: (body.get(part) or {}).get("status") for part in ("metadatabase", "scheduler")}
+    return [f"{part} is {status}" for part, status in statuses.items() if status != "healthy"]
 
 
 def status_table(rows, record, airflow):
@@ -308,6 +329,9 @@ class _Cluster:
         self.preferred = cluster.get("primary")
         self.primary = (pillar.get("topology") or {}).get("primary") or self.preferred
 
+    def address(self, node):
+        return self.nodes[node]["address"]
+
     def with_role(self, *roles):
         return sorted(name for name, node in self.nodes.items()
                       if set(roles) & set(node.get("roles", [])))
@@ -331,11 +355,11 @@ class _Cluster:
         if not balancers:
             return None
         port = _setting(self.pillar, "haproxy", "airflow_port")
-        return f"http://{self.nodes[balancers[0]]['address']}:{port}/health"
+        return f"http://{self.address(balancers[0])}:{port}/health"
 
     def webserver_health_url(self, node):
         port = _setting(self.pillar, "airflow", "webserver")["port"]
-        return f"http://{self.nodes[node]['address']}:{port}/health"
+        return f"http://{self.address(node)}:{port}/health"
 
 
 def _cluster():
@@ -501,7 +525,7 @@ def status(as_text=None):
         "airflow_health_url": url,
         "airflow_health": health,
         "problems": topology_problems(cluster.primary, pg_states, redis_states,
-                                      set(pg_nodes) - answering),
+                                      set(pg_nodes) - answering, cluster.address(cluster.primary)),
     }
     if as_text is None:
         as_text = __opts__.get("output") in (None, "nested", "txt", "highstate")
@@ -677,10 +701,10 @@ def pg_shut_down_primary(node, reason):
 
     return _step(f"shut down the PostgreSQL primary on {node} (final checkpoint) and fence it",
                  action,
-                 f"no node accepts writes now. To go back, make {node} the primary again: remove "
-                 f"standby.signal and pg_replication.fenced from its data directory and start it "
-                 f"(salt {node} service.start postgresql@...), then start the schedulers; or "
-                 f"continue by hand with pg_replication.promote on the standby")
+                 f"no node accepts writes now. Check {node} with salt {node} "
+                 f"pg_replication.status. To make it the primary again, start its PostgreSQL "
+                 f"(it comes up fenced, in recovery) and run salt {node} pg_replication.promote "
+                 f"force=True, then salt-run airflow_ha.airflow_follow; or re-run the failover")
 
 
 def pg_check_standby_caught_up(standby, old_primary, wait=30):
@@ -892,7 +916,7 @@ def redis_follow(node, master):
         salt-run airflow_ha.redis_follow airflow-server1 airflow-server2
     """
     def action():
-        address = _cluster().nodes[master]["address"]
+        address = _cluster().address(master)
         followed = _call(node, "redis_replication.replicate_from", address, timeout=_LONG_SECONDS)
         if followed["role"] != "replica" or followed["master_link_status"] != "up":
             raise StepFailed(f"Redis on {node} does not follow {master} with its link up")
@@ -960,7 +984,7 @@ def verify(wait=120, down=None):
             redis_states = _statuses(sorted(answering & set(cluster.with_role("redis"))),
                                      "redis_replication.status")[0]
             problems = topology_problems(cluster.primary, pg_states, redis_states,
-                                         set(nodes) - answering)
+                                         set(nodes) - answering, cluster.address(cluster.primary))
             healthy_topology.problems = problems
             return not problems
 
@@ -977,9 +1001,8 @@ def verify(wait=120, down=None):
                 raise StepFailed(f"Airflow through {url}: "
                                  + ", ".join(airflow_health_problems(_health(url))))
         verified = {"primary": cluster.primary, "airflow": "healthy" if url else "not checked"}
-        down = set(nodes) - answering
-        if down:
-            verified["down"] = ", ".join(sorted(down))
+        if set(nodes) - answering:
+            verified["down"] = ", ".join(sorted(set(nodes) - answering))
         return verified
 
     return _step("verify: one primary, one master, standbys streaming, Airflow healthy", action,

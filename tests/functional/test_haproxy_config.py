@@ -79,11 +79,13 @@ def haproxy_check(path):
 
 
 def pillar_tree(tmp_path, **environments):
-    """A pillar_roots with the repository's top file and lab folder, plus one
-    folder per keyword argument (environment name -> its init.sls data)."""
+    """A pillar_roots with the repository's top file, topology record and lab
+    folder, plus one folder per keyword argument (environment name -> its
+    init.sls data)."""
     root = tmp_path / "pillar"
     root.mkdir()
-    shutil.copy(REPO / "pillar" / "top.sls", root / "top.sls")
+    for name in ("top.sls", "topology.sls"):
+        shutil.copy(REPO / "pillar" / name, root / name)
     (root / "lab").symlink_to(REPO / "pillar" / "lab")
     for name, data in environments.items():
         (root / name).mkdir()

@@ -2,6 +2,9 @@
 (pytest-salt-factories), with that node's id, an environment's pillar and an
 OS family, as its minion would."""
 
+import json
+from pathlib import Path
+
 import pytest
 from saltfactories.utils.functional import Loaders
 
@@ -12,10 +15,12 @@ PILLAR = REPO / "pillar"
 
 @pytest.fixture(scope="module")
 def render(salt_factories):
-    """render(environment, node, os_family, pillar_roots=None) -> the
-    node's highstate as show_highstate returns it (a dict, or a list of errors)."""
+    """render(environment, node, os_family, pillar_roots=None, topology=None)
+    -> the node's highstate as show_highstate returns it (a dict, or a list
+    of errors). topology is the content of a topology record (as
+    orch.failover writes it on the master), or None for no record."""
 
-    def _render(environment, node, os_family, pillar_roots=None):
+    def _render(environment, node, os_family, pillar_roots=None, topology=None):
         factory = salt_factories.salt_minion_daemon(
             f"{node}-{environment}-{os_family}".lower(),
             overrides={
@@ -27,6 +32,13 @@ def render(salt_factories):
                 "grains": {"os_family": os_family},
             },
         )
+        record = (Path(factory.config["root_dir"]) / "var" / "lib" / "airflow-ha"
+                  / f"topology-{environment}.json")
+        if topology is None:
+            record.unlink(missing_ok=True)
+        else:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps(topology))
         return Loaders(factory.config.copy()).modules.state.show_highstate()
 
     return _render

@@ -101,6 +101,23 @@ def test_database_roles_follow_the_primary(render, pillar_roots, environment, os
     assert state_args(primary, "redis-initial-role", "file")["context"]["master_address"] == ""
 
 
+def test_the_topology_record_moves_every_role_that_follows_the_primary(render):
+    record = {"primary": "airflow-server2", "previous_primary": "airflow-server1",
+              "recorded_at": "2026-11-25T10:16:01+00:00", "reason": "orch.failover"}
+    new_primary = render("lab", "airflow-server2", "Debian", topology=record)
+    old_primary = render("lab", "airflow-server1", "Debian", topology=record)
+    worker = render("lab", "airflow-worker1", "Debian", topology=record)
+    assert "postgresql-airflow-database" in new_primary and "postgresql-standby" not in new_primary
+    assert state_args(old_primary, "postgresql-standby", "pg_replication")["primary"] == "airflow-server2"
+    assert state_args(old_primary, "redis-initial-role", "file")["context"]["master_address"] == "10.11.12.20"
+    airflow = state_args(worker, "airflow-config", "file")["context"]["airflow"]
+    assert "@10.11.12.20:6379/0" in airflow["broker_url"]
+    # Every database node, the recorded primary first; libpq takes the writable one.
+    assert "?host=10.11.12.20,10.11.12.10&" in airflow["sql_alchemy_conn"]
+    assert "target_session_attrs=read-write" in airflow["sql_alchemy_conn"]
+    assert airflow["result_backend"] == "db+" + airflow["sql_alchemy_conn"]
+
+
 def test_workers_and_load_balancers_get_no_data_tier(render):
     for node in ("airflow-worker1", "airflow-lb1"):
         sls = {state["__sls__"] for state in render("lab", node, "Debian").values()}

@@ -51,6 +51,9 @@ CASES = {
     "a standby without a primary": (
         lambda c, s, o: nodes(c)["airflow-server1"]["roles"].remove("postgresql"),
         "cluster:primary airflow-server1 has no postgresql role, so airflow-server2 would have no postgresql primary"),
+    "a topology record naming a node that cannot be primary": (
+        lambda c, s, o: o.update(topology={"primary": "airflow-worker1"}),
+        "topology:primary names airflow-worker1, which is not a node with the postgresql and redis roles"),
     "missing database password": (
         lambda c, s, o: s["postgresql"].pop("airflow_password"),
         "postgresql:airflow_password is missing or empty"),

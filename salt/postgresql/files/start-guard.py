@@ -30,8 +30,14 @@ def writable_primary(psql, passfile, user, peer):
                                  "-c", "select pg_is_in_recovery()"],
                                 capture_output=True, text=True, timeout=10)
     except subprocess.TimeoutExpired:
+        print(f"start guard: {peer} did not answer", file=sys.stderr)
         return False
-    return result.returncode == 0 and result.stdout.strip() == "f"
+    if result.returncode != 0:
+        # Down, a warm standby, or refusing us: a login refused is worth
+        # knowing, since it disables the guard.
+        print(f"start guard: could not ask {peer}: {result.stderr.strip()}", file=sys.stderr)
+        return False
+    return result.stdout.strip() == "f"
 
 
 def write(path, text, owner):

@@ -25,9 +25,16 @@ def role_is_master(role_file):
 
 
 def password(config_file):
+    """The last requirepass of the file, written "double-quoted" as Salt
+    writes it, with redis-server's escapes undone."""
     with open(config_file) as stream:
         found = re.findall(r'^requirepass\s+"((?:[^"\\]|\\.)*)"\s*$', stream.read(), re.M)
-    return found[-1] if found else ""
+    if not found:
+        return ""
+    escapes = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "a": "\a"}
+    return re.sub(r"\\(x[0-9a-fA-F]{2}|.)",
+                  lambda m: chr(int(m.group(1)[1:], 16)) if len(m.group(1)) == 3
+                  else escapes.get(m.group(1), m.group(1)), found[-1])
 
 
 def is_master(redis_cli, secret, peer):
@@ -37,8 +44,13 @@ def is_master(redis_cli, secret, peer):
                                 capture_output=True, text=True, timeout=5,
                                 env={"REDISCLI_AUTH": secret, "PATH": os.defpath})
     except subprocess.TimeoutExpired:
+        print(f"start guard: {peer} did not answer", file=sys.stderr)
         return False
-    return result.returncode == 0 and result.stdout.split("\n", 1)[0].strip() == "master"
+    if result.returncode != 0 or result.stdout.startswith(("NOAUTH", "WRONGPASS", "ERR")):
+        print(f"start guard: could not ask {peer}: {(result.stderr or result.stdout).strip()}",
+              file=sys.stderr)
+        return False
+    return result.stdout.split("\n", 1)[0].strip() == "master"
 
 
 def main(role_file, config_file, redis_cli, *peers):

@@ -1,0 +1,324 @@
+"""orch.failover and orch.failback on the lab, as an operator runs them from
+the repository root: a dry run that changes nothing, a planned failover
+under load that loses nothing, a highstate that keeps the new topology, a
+planned failback, and an unplanned failover of a crashed primary with its
+fencing and rejoin by pg_rewind. Benchmarks are printed, not asserted."""
+
+import json
+import re
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from lab.settings import LAB_SECRETS, lab_balancer_address
+from tests.conftest import REPO, bin_lab, salt_json
+from tests.lab.test_airflow_tier import healthy, wait_until
+
+pytestmark = pytest.mark.lab
+
+SERVER1, SERVER2 = "airflow-server1", "airflow-server2"
+WORKER = "airflow-worker1"
+UI = f"http://{lab_balancer_address()}"
+API = f"{UI}/api/v1"
+SECRETS = yaml.safe_load(LAB_SECRETS.read_text())
+ADMIN = ("admin", SECRETS["airflow"]["admin"]["password"])
+WRITER = Path(__file__).with_name("failover_writer.py")
+
+
+def orchestrate(name, *args):
+    """Run salt-run state.orchestrate from the repository root; return its
+    exit status and output (its progress lines are echoed as they come)."""
+    started = time.monotonic()
+    process = subprocess.Popen([str(REPO / ".venv/bin/salt-run"), "state.orchestrate", name, *args],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if re.fullmatch(r"\S+_master:\n", line):  # the summary of every step follows
+            break
+        if line.startswith(("==>", "    ")):
+            print(line, end="", flush=True)
+    lines += process.stdout.readlines()
+    process.wait()
+    print(f"{name} {' '.join(args)}: exit {process.returncode} in "
+          f"{time.monotonic() - started:.1f} s")
+    return process.returncode, "".join(lines)
+
+
+def psql(node, sql, check=True):
+    return bin_lab("exec", node, "--", "runuser", "-u", "postgres", "--", "psql", "-XAtq",
+                   "-d", "airflow", "-c", sql, check=check)
+
+
+def redis_cli(node, *args):
+    return bin_lab("exec", node, "--", "env", f"REDISCLI_AUTH={SECRETS['redis']['password']}",
+                   "redis-cli", "--no-auth-warning", *args).stdout
+
+
+def topology():
+    """Roles, timelines, fencing and Redis replication ids of both servers, and
+    the topology record: what a dry run must leave exactly as it was."""
+    status = json.loads(subprocess.run(
+        [str(REPO / ".venv/bin/salt-run"), "airflow_ha.status", "--out=json"], cwd=REPO,
+        capture_output=True, text=True).stdout)
+    nodes = {}
+    for node, states in status["nodes"].items():
+        pg, rds = states["postgresql"], states["redis"]
+        nodes[node] = (pg["role"], pg["timeline"], pg["fenced"], rds["role"], rds["master_replid"])
+    return nodes, status["record"]
+
+
+def writable(node):
+    """Whether PostgreSQL on node accepts writes now."""
+    result = psql(node, "select not pg_is_in_recovery()", check=False)
+    return result.returncode == 0 and result.stdout.strip() == "t"
+
+
+def trigger_sleeping_run(seconds):
+    created = requests.post(f"{API}/dags/ha_smoke/dagRuns", auth=ADMIN, timeout=10,
+                            json={"conf": {"sleep_seconds": seconds}})
+    assert created.status_code == 200, created.text
+    return created.json()["dag_run_id"]
+
+
+def task_state(run_id):
+    url = f"{API}/dags/ha_smoke/dagRuns/{run_id}/taskInstances/worker_hostname"
+    return requests.get(url, auth=ADMIN, timeout=10).json().get("state")
+
+
+def run_state(run_id):
+    state = requests.get(f"{API}/dags/ha_smoke/dagRuns/{run_id}", auth=ADMIN,
+                         timeout=10).json()["state"]
+    return state if state in ("success", "failed") else None
+
+
+class Writer:
+    """failover_writer.py running on the worker node for the test's duration."""
+
+    def __init__(self, lab):
+        self.suffix = uuid.uuid4().hex[:8]
+        self.table, self.list_key = f"failover_probe_{self.suffix}", f"failover_probe_{self.suffix}"
+        self.stop_file = f"/tmp/failover-writer-{self.suffix}.stop"
+        settings = {"hosts": [lab[SERVER1], lab[SERVER2]],
+                    "database_password": SECRETS["postgresql"]["airflow_password"],
+                    "redis_password": SECRETS["redis"]["password"], "table": self.table,
+                    "list_key": self.list_key, "stop_file": self.stop_file}
+        script = WRITER.read_text().replace("SETTINGS = {}", f"SETTINGS = {settings!r}", 1)
+        self.process = subprocess.Popen(
+            [str(REPO / "bin/lab"), "exec", WORKER, "--", "/opt/airflow/venv/bin/python", "-"],
+            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        self.process.stdin.write(script)
+        self.process.stdin.close()
+
+    def stop(self):
+        bin_lab("exec", WORKER, "--", "touch", self.stop_file)
+        out = self.process.stdout.read()
+        assert self.process.wait(timeout=60) == 0, self.process.stderr.read()
+        return json.loads(out)
+
+
+class HealthWatch(threading.Thread):
+    """Polls Airflow's /health through HAProxy; remembers when it was first
+    healthy with a scheduler heartbeat later than `since`."""
+
+    def __init__(self, since):
+        super().__init__(daemon=True)
+        self.since, self.healthy_at, self.stopped = since, None, False
+
+    def run(self):
+        while not self.stopped and self.healthy_at is None:
+            try:
+                body = requests.get(f"{UI}/health", timeout=3).json()
+                beat = body["scheduler"]["latest_scheduler_heartbeat"]
+                if healthy(body) and beat and _epoch(beat) > self.since:
+                    self.healthy_at = time.time()
+            except (requests.RequestException, ValueError, KeyError, TypeError):
+                pass
+            time.sleep(0.5)
+
+
+def _epoch(timestamp):
+    from datetime import datetime
+
+    return datetime.fromisoformat(timestamp).timestamp()
+
+
+class PrimaryWatch(threading.Thread):
+    """Polls both servers: records every moment both accepted writes."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.both_writable, self.polls, self.stopped = [], 0, False
+        self.first_writable = {}
+
+    def run(self):
+        while not self.stopped:
+            now = time.time()
+            states = {node: writable(node) for node in (SERVER1, SERVER2)}
+            for node, state in states.items():
+                if state:
+                    self.first_writable.setdefault(node, now)
+            if all(states.values()):
+                self.both_writable.append(now)
+            self.polls += 1
+            time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def airflow_healthy(lab):
+    """Airflow healthy through HAProxy, as every test here starts from."""
+    return wait_until(lambda: healthy(requests.get(f"{UI}/health", timeout=5).json()),
+                      300, "a healthy /health through HAProxy")
+
+
+# -- no destruction: status and dry runs ----------------------------------------
+
+
+def test_status_runner_prints_one_table_and_json(airflow_healthy):
+    result = subprocess.run([str(REPO / ".venv/bin/salt-run"), "airflow_ha.status"], cwd=REPO,
+                            capture_output=True, text=True)
+    print(result.stdout)
+    assert re.search(rf"^{SERVER1}\s+primary\s+\d+\s+-\s+master\s+\d+", result.stdout, re.M)
+    assert re.search(rf"^{SERVER2}\s+standby \(streaming\)\s+\d+\s+\d+\s+replica \(up\)",
+                     result.stdout, re.M)
+    assert "topology record:" in result.stdout and "healthy" in result.stdout
+    nodes, record = topology()
+    assert nodes[SERVER1][0] == "primary" and nodes[SERVER2][0] == "standby"
+
+
+@pytest.mark.parametrize("runbook", ["orch.failover", "orch.failback"])
+def test_a_dry_run_prints_the_plan_and_changes_nothing(airflow_healthy, runbook):
+    before = topology()
+    returncode, output = orchestrate(runbook, "test=True")
+    assert returncode == 0, output
+    assert "==> pre-flight" in output
+    assert "would be executed" in output
+    assert "==> verify" not in output  # no step ran
+    assert topology() == before
+
+
+# -- destructive: failovers ---------------------------------------------------------
+
+
+@pytest.mark.destructive
+def test_planned_failover_under_load_loses_nothing(lab, airflow_healthy):
+    run_id = trigger_sleeping_run(75)
+    wait_until(lambda: task_state(run_id) == "running", 180, "the sleeping task running")
+    writer = Writer(lab)
+    wait_until(lambda: psql(SERVER1, f"select count(*) from {writer.table}",
+                            check=False).stdout.strip() not in ("", "0"), 60, "writes flowing")
+    time.sleep(3)
+
+    started = time.time()
+    health = HealthWatch(started)
+    health.start()
+    returncode, output = orchestrate("orch.failover")
+    assert returncode == 0, output
+    time.sleep(3)  # writes keep flowing to the new primaries
+    acknowledged = writer.stop()
+
+    # Every acknowledged row and item is on the new primaries.
+    rows = {int(n) for n in psql(SERVER2, f"select n from {writer.table}").stdout.split()}
+    pg_acked = {n for n, _, _ in acknowledged["postgresql"]}
+    assert pg_acked <= rows, f"lost rows: {sorted(pg_acked - rows)[:20]}"
+    items = {int(n) for n in redis_cli(SERVER2, "lrange", writer.list_key, "0", "-1").split()}
+    redis_acked = {n for n, _, _ in acknowledged["redis"]}
+    assert redis_acked <= items, f"lost items: {sorted(redis_acked - items)[:20]}"
+    # The writer really wrote through the switch, to both servers.
+    for kind in ("postgresql", "redis"):
+        servers = {server for _, server, _ in acknowledged[kind]}
+        assert servers == {lab[SERVER1], lab[SERVER2]}, f"{kind} acknowledged by {servers}"
+
+    # The old primary follows the new one, for both.
+    assert psql(SERVER2, "select application_name, state from pg_stat_replication"
+                ).stdout.strip() == f"{SERVER1}|streaming"
+    replica = redis_cli(SERVER1, "info", "replication")
+    assert f"master_host:{lab[SERVER2]}" in replica and "master_link_status:up" in replica
+
+    # The run that slept through the switch, and a new one, succeed.
+    assert wait_until(lambda: run_state(run_id), 300, "the sleeping run finished") == "success"
+    smoke = trigger_sleeping_run(0)
+    assert wait_until(lambda: run_state(smoke), 300, "ha_smoke finished") == "success"
+
+    health.join(timeout=120)
+    first_new = min(at for _, server, at in acknowledged["postgresql"] if server == lab[SERVER2])
+    print(f"BENCHMARK planned failover: new primary accepted writes {first_new - started:.1f} s "
+          f"after the command, Airflow healthy through HAProxy after "
+          f"{(health.healthy_at or float('nan')) - started:.1f} s; "
+          f"{len(pg_acked)} rows and {len(redis_acked)} Redis items acknowledged, none lost")
+    assert health.healthy_at is not None
+
+
+@pytest.mark.destructive
+def test_a_highstate_after_the_failover_keeps_the_new_topology(lab):
+    before = topology()
+    assert before[0][SERVER2][0] == "primary" and before[1]["primary"] == SERVER2
+    results = salt_json("*", "state.apply")
+    for name, states in results.items():
+        assert isinstance(states, dict), f"{name} did not render: {states}"
+        failed = {key: s["comment"] for key, s in states.items() if s["result"] is not True}
+        changed = {key: s["changes"] for key, s in states.items() if s["changes"]}
+        assert not failed, f"{name}: {failed}"
+        assert not changed, f"{name}: {changed}"
+    assert topology() == before
+
+
+@pytest.mark.destructive
+def test_planned_failback_switches_back_to_the_preferred_primary(lab):
+    returncode, output = orchestrate("orch.failback")
+    assert returncode == 0, output
+    nodes, record = topology()
+    assert record["primary"] == SERVER1
+    assert nodes[SERVER1][0] == "primary" and nodes[SERVER2][0] == "standby"
+    assert nodes[SERVER1][3] == "master" and nodes[SERVER2][3] == "replica"
+
+
+@pytest.mark.destructive
+def test_unplanned_failover_fences_the_crashed_primary_and_failback_rewinds_it(lab):
+    watch = PrimaryWatch()
+    watch.start()
+    try:
+        bin_lab("crash", SERVER1)
+
+        returncode, output = orchestrate("orch.failover")
+        assert returncode != 0
+        assert "refused" in output and '"force": true' in output and "0/" in output, output
+        assert not writable(SERVER2)
+
+        started = time.time()
+        health = HealthWatch(started)
+        health.start()
+        returncode, output = orchestrate("orch.failover", 'pillar={"force": true}')
+        assert returncode == 0, output
+        assert writable(SERVER2)
+        health.join(timeout=120)
+        print(f"BENCHMARK unplanned failover (forced): new primary accepted writes "
+              f"{watch.first_writable[SERVER2] - started:.1f} s after the command, Airflow "
+              f"healthy through HAProxy after {(health.healthy_at or float('nan')) - started:.1f} s")
+        assert health.healthy_at is not None
+
+        bin_lab("start", SERVER1)
+        status = salt_json(SERVER1, "pg_replication.status")[SERVER1]
+        assert status["running"] and status["role"] == "standby" and status["fenced"], status
+        assert not writable(SERVER1)
+
+        returncode, output = orchestrate("orch.failback")
+        assert returncode == 0, output
+        rejoin = re.search(r"rejoin PostgreSQL on airflow-server1.*\n.*method (\w+), rejoin "
+                           r"([\d.]+) s", output)
+        assert rejoin and rejoin.group(1) == "rewind", output
+        print(f"BENCHMARK failback: {SERVER1} rejoined by pg_rewind in {rejoin.group(2)} s")
+        assert writable(SERVER1) and not writable(SERVER2)
+    finally:
+        watch.stopped = True
+        watch.join(timeout=30)
+    print(f"{watch.polls} polls of both servers, {len(watch.both_writable)} with two writable")
+    assert watch.both_writable == []
+    assert watch.polls > 50
