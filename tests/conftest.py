@@ -4,6 +4,7 @@ Lab tests share one lab per run. Tests that break it run after the others:
 first everything else, then `destructive` tests, then `lab_teardown` tests.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -34,6 +35,25 @@ def pytest_collection_modifyitems(items):
         return 0
 
     items.sort(key=rank)  # stable: file and definition order within a rank
+
+
+def load_module(path):
+    """Import one of our Salt modules (_modules, _states, _runners) from its
+    file, without Salt's loader, to test its plain functions."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_converged(results):
+    """Every node's highstate rendered, and every state succeeded unchanged."""
+    for name, states in results.items():
+        assert isinstance(states, dict), f"{name} did not render: {states}"
+        failed = {key: s["comment"] for key, s in states.items() if s["result"] is not True}
+        changed = {key: s["changes"] for key, s in states.items() if s["changes"]}
+        assert not failed, f"{name}: {failed}"
+        assert not changed, f"{name}: {changed}"
 
 
 def bin_lab(*args, check=True, input=None):

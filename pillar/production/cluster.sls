@@ -3,8 +3,11 @@ cluster:
   name: production
 
   # The node that runs the PostgreSQL primary and the Redis master when the
-  # environment is first deployed. The other nodes with the postgresql and
-  # redis roles become its standby and replica.
+  # environment is first deployed, and the one orch.failback brings back. The
+  # other nodes with the postgresql and redis roles become its standby and
+  # replica. After a failover the primary is the topology record's
+  # (salt-run airflow_ha.topology), which the states follow; do not edit this
+  # key to move the primary: run orch.failover.
   primary: airflow-server1
 
   # Every node of the environment, by minion id (which is also the host name

@@ -35,3 +35,9 @@ haproxy: {}
 #     rise: 2
 #   retries: 2                   # failed connections retried, the last on
 #                                # another server (option redispatch)
+# orch.failover (_runners/airflow_ha.py), optional: with the primary down and
+# force given, the failover still refuses when more WAL than this is known to
+# be missing on the standby (the primary's last position in the Salt mine
+# against what the standby has received).
+# failover:
+#   max_lag_bytes: 16777216      # 16 MiB

@@ -1,11 +1,10 @@
 """Our PostgreSQL states against real servers (pg_cluster.py): roles whose
 passwords never show, and a standby built once and then left alone."""
 
-import importlib.util
 import subprocess
 import threading
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_module
 from tests.functional.pg_cluster import (  # noqa: F401 (fixtures)
     initdb,
     pg_nodes,
@@ -14,9 +13,7 @@ from tests.functional.pg_cluster import (  # noqa: F401 (fixtures)
     wait_for,
 )
 
-spec = importlib.util.spec_from_file_location("pg_role", REPO / "_states" / "pg_role.py")
-pg_role = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(pg_role)
+pg_role = load_module(REPO / "_states" / "pg_role.py")
 
 
 def states(node):

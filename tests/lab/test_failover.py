@@ -17,7 +17,7 @@ import requests
 import yaml
 
 from lab.settings import LAB_SECRETS, lab_balancer_address
-from tests.conftest import REPO, bin_lab, salt_json
+from tests.conftest import REPO, assert_converged, bin_lab, salt_json
 from tests.lab.test_airflow_tier import healthy, wait_until
 
 pytestmark = pytest.mark.lab
@@ -261,12 +261,8 @@ def test_a_highstate_after_the_failover_keeps_the_new_topology(lab):
     before = topology()
     assert before[0][SERVER2][0] == "primary" and before[1]["primary"] == SERVER2
     results = salt_json("*", "state.apply")
-    for name, states in results.items():
-        assert isinstance(states, dict), f"{name} did not render: {states}"
-        failed = {key: s["comment"] for key, s in states.items() if s["result"] is not True}
-        changed = {key: s["changes"] for key, s in states.items() if s["changes"]}
-        assert not failed, f"{name}: {failed}"
-        assert not changed, f"{name}: {changed}"
+    assert set(results) == set(lab)
+    assert_converged(results)
     assert topology() == before
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lab.settings import BRIDGE, RULE_COMMENT, RUN_DIR
-from tests.conftest import bin_lab, salt_json
+from tests.conftest import assert_converged, bin_lab, salt_json
 
 pytestmark = pytest.mark.lab
 
@@ -37,12 +37,7 @@ def test_node_grains_are_debian_12_with_systemd(lab):
 def test_second_highstate_reports_zero_changes(lab):
     results = salt_json("*", "state.apply")
     assert set(results) == set(lab)
-    for name, states in results.items():
-        assert isinstance(states, dict), f"{name} did not render: {states}"
-        failed = {key: s["comment"] for key, s in states.items() if s["result"] is not True}
-        changed = {key: s["changes"] for key, s in states.items() if s["changes"]}
-        assert not failed, f"{name}: {failed}"
-        assert not changed, f"{name}: {changed}"
+    assert_converged(results)
 
 
 def test_every_node_resolves_every_cluster_name_to_its_address(lab):

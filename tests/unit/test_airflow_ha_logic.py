@@ -3,23 +3,14 @@ positions, deciding whether orch.failover may run, checking the topology
 against the record, reading Airflow's /health and laying out the status."""
 
 import copy
-import importlib.util
 import json
 import re
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_module
 
-
-def load(path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-airflow_ha = load(REPO / "_runners" / "airflow_ha.py")
+airflow_ha = load_module(REPO / "_runners" / "airflow_ha.py")
 
 parse_lsn = airflow_ha.parse_lsn
 received_everything = airflow_ha.received_everything

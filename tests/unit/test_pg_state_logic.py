@@ -3,22 +3,13 @@
 import base64
 import hashlib
 import hmac
-import importlib.util
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_module
 
-
-def load(path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pg_role = load(REPO / "_states" / "pg_role.py")
-pg_replication_state = load(REPO / "_states" / "pg_replication.py")
+pg_role = load_module(REPO / "_states" / "pg_role.py")
+pg_replication_state = load_module(REPO / "_states" / "pg_replication.py")
 
 
 def scram_verifier(password, salt=b"0123456789abcdef", iterations=4096):
