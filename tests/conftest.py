@@ -56,6 +56,17 @@ def assert_converged(results):
         assert not changed, f"{name}: {changed}"
 
 
+@pytest.fixture
+def say(capsys):
+    """say(line): print straight to the terminal, past pytest's capture:
+    progress of long operations and benchmark figures."""
+    def _say(line):
+        with capsys.disabled():
+            print(line, flush=True)
+
+    return _say
+
+
 def bin_lab(*args, check=True, input=None):
     """Run bin/lab and return its result (stdout and stderr as text); input
     goes to its standard input (bin/lab exec passes it to the command)."""

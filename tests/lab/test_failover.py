@@ -31,9 +31,9 @@ ADMIN = ("admin", SECRETS["airflow"]["admin"]["password"])
 WRITER = Path(__file__).with_name("failover_writer.py")
 
 
-def orchestrate(name, *args):
+def orchestrate(say, name, *args):
     """Run salt-run state.orchestrate from the repository root; return its
-    exit status and output (its progress lines are echoed as they come)."""
+    exit status and output (its progress lines are shown as they come)."""
     started = time.monotonic()
     process = subprocess.Popen([str(REPO / ".venv/bin/salt-run"), "state.orchestrate", name, *args],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -43,11 +43,11 @@ def orchestrate(name, *args):
         if re.fullmatch(r"\S+_master:\n", line):  # the summary of every step follows
             break
         if line.startswith(("==>", "    ")):
-            print(line, end="", flush=True)
+            say(line.rstrip("\n"))
     lines += process.stdout.readlines()
     process.wait()
-    print(f"{name} {' '.join(args)}: exit {process.returncode} in "
-          f"{time.monotonic() - started:.1f} s")
+    say(f"{name} {' '.join(args)}: exit {process.returncode} in "
+        f"{time.monotonic() - started:.1f} s")
     return process.returncode, "".join(lines)
 
 
@@ -194,9 +194,9 @@ def test_status_runner_prints_one_table_and_json(airflow_healthy):
 
 
 @pytest.mark.parametrize("runbook", ["orch.failover", "orch.failback"])
-def test_a_dry_run_prints_the_plan_and_changes_nothing(airflow_healthy, runbook):
+def test_a_dry_run_prints_the_plan_and_changes_nothing(airflow_healthy, runbook, say):
     before = topology()
-    returncode, output = orchestrate(runbook, "test=True")
+    returncode, output = orchestrate(say, runbook, "test=True")
     assert returncode == 0, output
     assert "==> pre-flight" in output
     assert "would be executed" in output
@@ -208,7 +208,7 @@ def test_a_dry_run_prints_the_plan_and_changes_nothing(airflow_healthy, runbook)
 
 
 @pytest.mark.destructive
-def test_planned_failover_under_load_loses_nothing(lab, airflow_healthy):
+def test_planned_failover_under_load_loses_nothing(lab, airflow_healthy, say):
     run_id = trigger_sleeping_run(75)
     wait_until(lambda: task_state(run_id) == "running", 180, "the sleeping task running")
     writer = Writer(lab)
@@ -219,7 +219,7 @@ def test_planned_failover_under_load_loses_nothing(lab, airflow_healthy):
     started = time.time()
     health = HealthWatch(started)
     health.start()
-    returncode, output = orchestrate("orch.failover")
+    returncode, output = orchestrate(say, "orch.failover")
     assert returncode == 0, output
     time.sleep(3)  # writes keep flowing to the new primaries
     acknowledged = writer.stop()
@@ -249,7 +249,7 @@ def test_planned_failover_under_load_loses_nothing(lab, airflow_healthy):
 
     health.join(timeout=120)
     first_new = min(at for _, server, at in acknowledged["postgresql"] if server == lab[SERVER2])
-    print(f"BENCHMARK planned failover: new primary accepted writes {first_new - started:.1f} s "
+    say(f"BENCHMARK planned failover: new primary accepted writes {first_new - started:.1f} s "
           f"after the command, Airflow healthy through HAProxy after "
           f"{(health.healthy_at or float('nan')) - started:.1f} s; "
           f"{len(pg_acked)} rows and {len(redis_acked)} Redis items acknowledged, none lost")
@@ -267,8 +267,8 @@ def test_a_highstate_after_the_failover_keeps_the_new_topology(lab):
 
 
 @pytest.mark.destructive
-def test_planned_failback_switches_back_to_the_preferred_primary(lab):
-    returncode, output = orchestrate("orch.failback")
+def test_planned_failback_switches_back_to_the_preferred_primary(lab, say):
+    returncode, output = orchestrate(say, "orch.failback")
     assert returncode == 0, output
     nodes, record = topology()
     assert record["primary"] == SERVER1
@@ -277,13 +277,13 @@ def test_planned_failback_switches_back_to_the_preferred_primary(lab):
 
 
 @pytest.mark.destructive
-def test_unplanned_failover_fences_the_crashed_primary_and_failback_rewinds_it(lab):
+def test_unplanned_failover_fences_the_crashed_primary_and_failback_rewinds_it(lab, say):
     watch = PrimaryWatch()
     watch.start()
     try:
         bin_lab("crash", SERVER1)
 
-        returncode, output = orchestrate("orch.failover")
+        returncode, output = orchestrate(say, "orch.failover")
         assert returncode != 0
         assert "refused" in output and '"force": true' in output and "0/" in output, output
         assert not writable(SERVER2)
@@ -291,11 +291,11 @@ def test_unplanned_failover_fences_the_crashed_primary_and_failback_rewinds_it(l
         started = time.time()
         health = HealthWatch(started)
         health.start()
-        returncode, output = orchestrate("orch.failover", 'pillar={"force": true}')
+        returncode, output = orchestrate(say, "orch.failover", 'pillar={"force": true}')
         assert returncode == 0, output
         assert writable(SERVER2)
         health.join(timeout=120)
-        print(f"BENCHMARK unplanned failover (forced): new primary accepted writes "
+        say(f"BENCHMARK unplanned failover (forced): new primary accepted writes "
               f"{watch.first_writable[SERVER2] - started:.1f} s after the command, Airflow "
               f"healthy through HAProxy after {(health.healthy_at or float('nan')) - started:.1f} s")
         assert health.healthy_at is not None
@@ -305,16 +305,16 @@ def test_unplanned_failover_fences_the_crashed_primary_and_failback_rewinds_it(l
         assert status["running"] and status["role"] == "standby" and status["fenced"], status
         assert not writable(SERVER1)
 
-        returncode, output = orchestrate("orch.failback")
+        returncode, output = orchestrate(say, "orch.failback")
         assert returncode == 0, output
         rejoin = re.search(r"rejoin PostgreSQL on airflow-server1.*\n.*method (\w+), rejoin "
                            r"([\d.]+) s", output)
         assert rejoin and rejoin.group(1) == "rewind", output
-        print(f"BENCHMARK failback: {SERVER1} rejoined by pg_rewind in {rejoin.group(2)} s")
+        say(f"BENCHMARK failback: {SERVER1} rejoined by pg_rewind in {rejoin.group(2)} s")
         assert writable(SERVER1) and not writable(SERVER2)
     finally:
         watch.stopped = True
         watch.join(timeout=30)
-    print(f"{watch.polls} polls of both servers, {len(watch.both_writable)} with two writable")
+    say(f"{watch.polls} polls of both servers, {len(watch.both_writable)} with two writable")
     assert watch.both_writable == []
     assert watch.polls > 50
