@@ -118,8 +118,9 @@ def _print_summary(lab):
     balancer = lab_balancer_address()
     if balancer:
         say("through the load balancer:")
-        say(f"    Airflow UI   http://{balancer}/")
-        say(f"    REST API     http://{balancer}/api/v1/")
+        say(f"    Airflow UI   https://{balancer}/   (the lab's self-signed certificate:")
+        say("                 haproxy:tls:certificate in pillar/lab/secrets.sls)")
+        say(f"    REST API     https://{balancer}/api/v1/")
         say(f"    Flower       http://{balancer}:5555/")
         say(f"    HAProxy      http://{balancer}:8404/stats")
         say("credentials: bin/lab credentials (from pillar/lab/secrets.sls)")

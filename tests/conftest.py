@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts"
@@ -19,6 +20,15 @@ sys.path.insert(0, str(REPO))
 
 from lab.settings import lab_nodes  # noqa: E402
 from salt._logging.impl import shutdown_temp_handler  # noqa: E402
+
+# The lab's HAProxy serves the Airflow UI with the lab's self-signed
+# certificate (pillar/lab/secrets.sls): the tests' HTTPS requests trust it,
+# and only it.
+LAB_CA = ARTIFACTS / "lab-ca.pem"
+ARTIFACTS.mkdir(exist_ok=True)
+LAB_CA.write_text(yaml.safe_load((REPO / "pillar" / "lab" / "secrets.sls").read_text())
+                  ["haproxy"]["tls"]["certificate"])
+os.environ["REQUESTS_CA_BUNDLE"] = str(LAB_CA)
 
 # Salt holds log records in a deferred stderr handler until its logging is
 # set up, and writes them out at exit, after pytest's report. Tests do not

@@ -31,3 +31,9 @@ haproxy:
   # Password of HAProxy's statistics page (user haproxy:stats_user in
   # settings.sls), on the nodes with the haproxy role.
   stats_password: CHANGE-ME
+  # The Airflow UI's TLS certificate (PEM, with its intermediate
+  # certificates after it) and its private key (PEM, unencrypted), served by
+  # HAProxy on haproxy:airflow_tls_port; plain HTTP is redirected there.
+  tls:
+    certificate: CHANGE-ME
+    key: CHANGE-ME

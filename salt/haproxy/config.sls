@@ -12,11 +12,13 @@
 {%- if ':' in haproxy.stats_user %}
 {{ raise("haproxy: pillar haproxy:stats_user must not contain ':'") }}
 {%- endif %}
-{#- Everything the template needs but the password. #}
+{#- Everything the template needs but the secrets. #}
 {%- set settings = haproxy.copy() %}
 {%- do settings.pop('stats_password', none) %}
+{%- do settings.pop('tls', none) %}
 include:
   - haproxy.install
+  - haproxy.tls
 
 haproxy-config:
   file.managed:
@@ -32,3 +34,5 @@ haproxy-config:
     - check_cmd: haproxy -c -f
     - require:
       - pkg: haproxy-package
+      - file: haproxy-tls-certificate
+      - file: haproxy-tls-key

@@ -3,5 +3,6 @@
     airflow-flower), with its statistics page. #}
 include:
   - haproxy.install
+  - haproxy.tls
   - haproxy.config
   - haproxy.service

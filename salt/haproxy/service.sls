@@ -13,3 +13,5 @@ haproxy-service:
     - reload: true
     - watch:
       - file: haproxy-config
+      - file: haproxy-tls-certificate
+      - file: haproxy-tls-key

@@ -81,6 +81,11 @@
 {%- endif %}
 {%- if nodes_with.get('haproxy') %}
 {%-   do require_secret(errors, 'haproxy:stats_password') %}
+{%-   for key, pem in [('haproxy:tls:certificate', 'CERTIFICATE'), ('haproxy:tls:key', 'PRIVATE KEY')] %}
+{%-     if require_secret(errors, key) and not salt['pillar.get'](key) | string | regex_search('(-----BEGIN [A-Z ]*' ~ pem ~ '-----)') %}
+{%-       do errors.append(key ~ " is not a PEM " ~ pem | lower ~ " (-----BEGIN ..." ~ pem ~ "-----): give the Airflow UI's TLS " ~ (pem | lower) ~ " in PEM form") %}
+{%-     endif %}
+{%-   endfor %}
 {%- endif %}
 {%- if airflow_nodes %}
 {%-   do require_secret(errors, 'airflow:webserver_secret_key') %}

@@ -11,8 +11,10 @@ import csv
 import http.server
 import io
 import json
+import re
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -100,11 +102,31 @@ def lab_loaders(make_loaders):
                         grains={"os_family": "Debian"})
 
 
+def tls_files(directory):
+    """The lab's TLS certificate and key, where the haproxy.tls state would
+    write them, in directory; returns the certificate's path."""
+    certificate = directory / "airflow.pem"
+    certificate.write_text(LAB_SECRETS["haproxy"]["tls"]["certificate"])
+    (directory / "airflow.pem.key").write_text(LAB_SECRETS["haproxy"]["tls"]["key"])
+    return certificate
+
+
+def lab_with(tmp_path, **haproxy):
+    """A pillar environment `variant`: the lab's, with these haproxy settings
+    and the TLS files in tmp_path."""
+    haproxy.setdefault("tls_certificate_file", str(tls_files(tmp_path)))
+    return pillar_tree(tmp_path, variant={"include": ["lab"], "haproxy": haproxy})
+
+
 @pytest.fixture(scope="module")
-def lab_config(lab_loaders, tmp_path_factory):
+def lab_config(make_loaders, tmp_path_factory):
     """(state result, path) of the lab's airflow-lb1 configuration."""
-    path = tmp_path_factory.mktemp("lab") / "haproxy.cfg"
-    return write_config(lab_loaders, path), path
+    tmp_path = tmp_path_factory.mktemp("lab")
+    loaders = make_loaders(id=LAB_NODE, airflow_environment="variant",
+                           pillar_roots={"base": [str(lab_with(tmp_path))]},
+                           grains={"os_family": "Debian"})
+    path = tmp_path / "haproxy.cfg"
+    return write_config(loaders, path), path
 
 
 def test_lab_config_is_written_private_and_accepted_by_haproxy(lab_config, lab_loaders):
@@ -140,17 +162,19 @@ def test_lab_backends_are_both_webservers_and_both_flowers(lab_config):
     for line in ("bind *:80", "bind *:5555", "bind *:8404", "option redispatch", "retries 2",
                  "option httpchk GET /health", "option httpchk GET /healthcheck",
                  "http-check expect status 200", "balance roundrobin", "stats uri /stats",
-                 "stats refresh 5s", "http-request set-header X-Forwarded-Proto http"):
+                 "stats refresh 5s", "http-request set-header X-Forwarded-Proto http",
+                 "http-request set-header X-Forwarded-Proto https",
+                 "http-request redirect scheme https code 301 unless { ssl_fc }"):
         assert f"    {line}\n" in text, line
     assert "inter 2s fall 2 rise 2" in text
+    assert re.search(r"^    bind \*:443 ssl crt \S+/airflow.pem$", text, re.M)
 
 
 def test_check_cmd_refuses_a_config_haproxy_refuses_and_keeps_the_file(
         make_loaders, tmp_path, lab_config):
     _, good = lab_config
-    pillar = pillar_tree(tmp_path, broken={
-        "include": ["lab"], "haproxy": {"balance": "fastest-please"}})
-    loaders = make_loaders(id=LAB_NODE, airflow_environment="broken",
+    pillar = lab_with(tmp_path, balance="fastest-please")
+    loaders = make_loaders(id=LAB_NODE, airflow_environment="variant",
                            pillar_roots={"base": [str(pillar)]}, grains={"os_family": "Debian"})
     target = tmp_path / "haproxy.cfg"
     shutil.copy(good, target)
@@ -230,7 +254,7 @@ def live(make_loaders, tmp_path_factory):
             backend_port = server.server_address[1]
             servers.append(server)
             threading.Thread(target=server.serve_forever, daemon=True).start()
-        airflow_port, flower_port, stats_port = free_port(3)
+        airflow_port, tls_port, flower_port, stats_port = free_port(4)
         nodes = {LAB_NODE: {"address": "127.0.0.1", "roles": ["haproxy"]}}
         for spec in BACKENDS:
             nodes[spec["name"]] = {"address": spec["address"],
@@ -239,6 +263,8 @@ def live(make_loaders, tmp_path_factory):
             "include": ["lab.secrets"],
             "cluster": {"name": "live", "primary": "web-healthy", "nodes": nodes},
             "haproxy": {"bind_address": "127.0.0.1", "airflow_port": airflow_port,
+                        "airflow_tls_port": tls_port,
+                        "tls_certificate_file": str(tls_files(tmp_path)),
                         "flower_frontend_port": flower_port, "stats_port": stats_port,
                         "webserver_port": backend_port, "flower_port": backend_port,
                         "admin_socket": str(tmp_path / "admin.sock")},
@@ -253,7 +279,8 @@ def live(make_loaders, tmp_path_factory):
         process = subprocess.Popen([HAPROXY, "-db", "-f", str(config)],
                                    stdout=log, stderr=subprocess.STDOUT)
         try:
-            yield {"airflow": airflow_port, "flower": flower_port, "stats": stats_port,
+            yield {"airflow": airflow_port, "tls": tls_port, "flower": flower_port,
+                   "stats": stats_port, "certificate": tmp_path / "airflow.pem",
                    "process": process, "log": tmp_path / "haproxy.log"}
         finally:
             process.kill()
@@ -305,13 +332,28 @@ def test_flower_is_up_only_while_its_healthcheck_answers_200(settled):
     assert settled[(backend, "web-no-scheduler")]["status"] == "UP"
 
 
-def test_requests_go_to_healthy_webservers_with_forwarded_headers(live, settled):
+def test_plain_http_to_airflow_is_redirected_to_https(live, settled):
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args):
+            return None
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect)
+    with pytest.raises(urllib.error.HTTPError) as moved:
+        opener.open(f"http://127.0.0.1:{live['airflow']}/home?x=1", timeout=5)
+    assert moved.value.code == 301
+    assert moved.value.headers["Location"] == f"https://127.0.0.1:{live['airflow']}/home?x=1"
+
+
+def test_requests_go_to_healthy_webservers_over_tls_with_forwarded_headers(live, settled):
+    trusted = ssl.create_default_context(cafile=str(live["certificate"]))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                         urllib.request.HTTPSHandler(context=trusted))
     seen = set()
     for _ in range(6):
-        with OPENER.open(f"http://127.0.0.1:{live['airflow']}/home", timeout=5) as r:
+        with opener.open(f"https://127.0.0.1:{live['tls']}/home", timeout=5) as r:
             answer = json.loads(r.read())
         seen.add(answer["server"])
-        assert answer["headers"]["x-forwarded-proto"] == "http"
+        assert answer["headers"]["x-forwarded-proto"] == "https"
         assert answer["headers"]["x-forwarded-for"] == "127.0.0.1"
     assert seen == {"web-healthy", "web-no-scheduler"}  # round robin, never web-db-down
 

@@ -14,7 +14,7 @@ from tests.conftest import ARTIFACTS, bin_lab
 pytestmark = pytest.mark.lab
 
 BALANCER = lab_balancer_address()
-UI = f"http://{BALANCER}"
+UI = f"https://{BALANCER}"
 API = f"{UI}/api/v1"
 FLOWER = f"http://{BALANCER}:5555"
 STATS = f"http://{BALANCER}:8404/stats"
@@ -128,7 +128,8 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    # The lab's certificate is self-signed (the requests of the tests trust it).
+    for flag in ("--headless", "--ignore-certificate-errors", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--no-first-run", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--window-size=1400,900"):
         options.add_argument(flag)

@@ -19,12 +19,13 @@ import yaml
 from lab.settings import LAB_SECRETS, lab_balancer_address
 from tests.conftest import REPO, assert_converged, bin_lab, salt_json
 from tests.lab.test_airflow_tier import healthy, wait_until
+from tests.lab.test_guard_rails import leaked, secret_values
 
 pytestmark = pytest.mark.lab
 
 SERVER1, SERVER2 = "airflow-server1", "airflow-server2"
 WORKER = "airflow-worker1"
-UI = f"http://{lab_balancer_address()}"
+UI = f"https://{lab_balancer_address()}"
 API = f"{UI}/api/v1"
 SECRETS = yaml.safe_load(LAB_SECRETS.read_text())
 ADMIN = ("admin", SECRETS["airflow"]["admin"]["password"])
@@ -171,13 +172,6 @@ class PrimaryWatch(threading.Thread):
             time.sleep(0.3)
 
 
-@pytest.fixture(scope="module")
-def airflow_healthy(lab):
-    """Airflow healthy through HAProxy, as every test here starts from."""
-    return wait_until(lambda: healthy(requests.get(f"{UI}/health", timeout=5).json()),
-                      300, "a healthy /health through HAProxy")
-
-
 # -- no destruction: status and dry runs ----------------------------------------
 
 
@@ -219,8 +213,9 @@ def test_planned_failover_under_load_loses_nothing(lab, airflow_healthy, say):
     started = time.time()
     health = HealthWatch(started)
     health.start()
-    returncode, output = orchestrate(say, "orch.failover")
+    returncode, output = orchestrate(say, "orch.failover", "-l", "debug")
     assert returncode == 0, output
+    assert leaked(output, secret_values()) == [], "in the failover's output (debug)"
     time.sleep(3)  # writes keep flowing to the new primaries
     acknowledged = writer.stop()
 

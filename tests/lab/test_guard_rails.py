@@ -1,5 +1,5 @@
 """Secrets stay secret and every endpoint authenticates, tried on the lab
-from the host, which is not a cluster node."""
+from the host, which is not a cluster node, and from a cluster node."""
 
 import json
 import subprocess
@@ -11,22 +11,26 @@ import requests
 import yaml
 
 from lab.settings import LAB_SECRETS, SALT_ROOT, lab_balancer_address
-from tests.conftest import REPO, bin_lab
+from tests.conftest import LAB_CA, REPO, bin_lab
 
 pytestmark = pytest.mark.lab
 
 PRIMARY = "airflow-server1"
+CLUSTER_NODE = "airflow-worker1"
+BALANCER = lab_balancer_address()
+SECRETS = yaml.safe_load(LAB_SECRETS.read_text())
 
 
 def secret_values():
-    """Every password and key in the lab's secrets pillar."""
+    """Every password and key in the lab's secrets pillar (of a PEM key, its
+    longest line; the TLS certificate is public)."""
     def leaves(data):
         if isinstance(data, dict):
             for key, value in data.items():
-                if key not in ("roles", "username", "stats_user"):
+                if key not in ("roles", "username", "stats_user", "certificate"):
                     yield from leaves(value)
         elif isinstance(data, str):
-            yield data
+            yield max(data.splitlines(), key=len)
 
     return sorted(set(leaves(yaml.safe_load(LAB_SECRETS.read_text()))))
 
@@ -87,7 +91,8 @@ def test_secret_bearing_files_belong_to_their_service_account(lab):
                             "/var/lib/postgresql/.pgpass": "600 postgres",
                             "/etc/redis/redis.conf": "640 redis"},
         "airflow-worker1": {"/opt/airflow/airflow.cfg": "600 airflow"},
-        "airflow-lb1": {"/etc/haproxy/haproxy.cfg": "640 root"},
+        "airflow-lb1": {"/etc/haproxy/haproxy.cfg": "640 root",
+                        "/etc/haproxy/tls/airflow.pem.key": "640 root"},
     }
     for node, files in expected.items():
         for path, mode in files.items():
@@ -131,12 +136,119 @@ def test_the_airflow_role_cannot_replicate(lab):
     assert reply.stdout.strip() == "scram-sha-256", reply.stderr
 
 
-def test_a_viewer_reads_dags_but_cannot_trigger_them(lab):
-    api = f"http://{lab_balancer_address()}/api/v1"
-    viewer = ("viewer", yaml.safe_load(LAB_SECRETS.read_text())["airflow"]["users"]["viewer"]["password"])
+# -- the access matrix, from the host and from a cluster node -------------------
+
+def login(user):
+    users = {"admin": SECRETS["airflow"]["admin"]["password"],
+             "viewer": SECRETS["airflow"]["users"]["viewer"]["password"],
+             "operator": SECRETS["airflow"]["users"]["operator"]["password"]}
+    return [user, users[user]]
+
+
+API = f"https://{BALANCER}/api/v1"
+# (what, method, url, login or None, expected HTTP status)
+ACCESS_MATRIX = [
+    ("REST API, anonymous", "GET", f"{API}/dags", None, 401),
+    ("REST API, wrong password", "GET", f"{API}/dags", ["admin", "wrong"], 401),
+    ("REST API, Viewer reads", "GET", f"{API}/dags/ha_smoke", login("viewer"), 200),
+    ("REST API, Viewer triggers", "POST", f"{API}/dags/ha_smoke/dagRuns", login("viewer"), 403),
+    ("REST API, Op triggers", "POST", f"{API}/dags/ha_smoke/dagRuns", login("operator"), 200),
+    ("REST API, Admin triggers", "POST", f"{API}/dags/ha_smoke/dagRuns", login("admin"), 200),
+    ("UI, plain HTTP", "GET", f"http://{BALANCER}/login/", None, 301),
+    ("UI over TLS", "GET", f"https://{BALANCER}/login/", None, 200),
+    ("Flower, anonymous", "GET", f"http://{BALANCER}:5555/api/workers", None, 401),
+    ("HAProxy stats, anonymous", "GET", f"http://{BALANCER}:8404/stats", None, 401),
+]
+
+# Run on a node by its own Python, the probes and the lab's certificate
+# embedded (on standard input, not on a command line).
+NODE_PROBE = """
+import base64, json, ssl, urllib.error, urllib.request
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args):
+        return None
+
+opener = urllib.request.build_opener(
+    urllib.request.HTTPSHandler(context=ssl.create_default_context(cadata=CA)), NoRedirect)
+statuses = []
+for method, url, auth in PROBES:
+    request = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None,
+                                     headers={"Content-Type": "application/json"})
+    if auth:
+        token = base64.b64encode(":".join(auth).encode()).decode()
+        request.add_header("Authorization", "Basic " + token)
+    try:
+        with opener.open(request, timeout=30) as response:
+            statuses.append(response.status)
+    except urllib.error.HTTPError as error:
+        statuses.append(error.code)
+print(json.dumps(statuses))
+"""
+
+
+def statuses_from_the_host():
+    statuses = []
+    for _, method, url, auth, _ in ACCESS_MATRIX:
+        response = requests.request(method, url, auth=tuple(auth) if auth else None,
+                                    json={} if method == "POST" else None,
+                                    allow_redirects=False, timeout=30)
+        statuses.append(response.status_code)
+    return statuses
+
+
+def statuses_from(node):
+    probes = [[method, url, auth] for _, method, url, auth, _ in ACCESS_MATRIX]
+    script = f"CA = {LAB_CA.read_text()!r}\nPROBES = {probes!r}\n{NODE_PROBE}"
+    return json.loads(bin_lab("exec", node, "--", "python3", "-", input=script).stdout)
+
+
+@pytest.fixture(scope="module")
+def ha_smoke_visible(lab):
+    viewer = tuple(login("viewer"))
     deadline = time.monotonic() + 300
-    while requests.get(f"{api}/dags/ha_smoke", auth=viewer, timeout=10).status_code != 200:
+    while requests.get(f"{API}/dags/ha_smoke", auth=viewer, timeout=10).status_code != 200:
         assert time.monotonic() < deadline, "ha_smoke not visible to the viewer"
         time.sleep(3)
-    refused = requests.post(f"{api}/dags/ha_smoke/dagRuns", json={}, auth=viewer, timeout=10)
-    assert refused.status_code == 403
+
+
+@pytest.mark.parametrize("where", ["host", CLUSTER_NODE])
+def test_every_endpoint_answers_as_the_access_matrix_says(ha_smoke_visible, where):
+    statuses = statuses_from_the_host() if where == "host" else statuses_from(where)
+    got = {what: status for (what, *_), status in zip(ACCESS_MATRIX, statuses)}
+    expected = {what: status for what, *_, status in ACCESS_MATRIX}
+    assert got == expected
+
+
+def test_the_ui_certificate_is_the_pillars_not_one_the_system_trusts(lab):
+    assert requests.get(f"https://{BALANCER}/health", timeout=10).status_code == 200
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"https://{BALANCER}/health", timeout=10, verify=requests.certs.where())
+
+
+def listening(node, port):
+    sockets = bin_lab("exec", node, "--", "ss", "-ltnH", f"sport = :{port}").stdout
+    return sorted({line.split()[3] for line in sockets.splitlines()})
+
+
+def test_redis_listens_only_on_loopback_and_the_cluster_address(lab):
+    for node in ("airflow-server1", "airflow-server2"):
+        assert listening(node, 6379) == sorted([f"127.0.0.1:6379", f"{lab[node]}:6379"])
+
+
+def test_redis_refuses_a_cluster_node_without_the_password(lab):
+    script = ("import socket\n"
+              f"s = socket.create_connection(({lab[PRIMARY]!r}, 6379), timeout=10)\n"
+              "s.sendall(b'PING\\r\\n')\nprint(s.recv(100).decode())\n")
+    assert bin_lab("exec", CLUSTER_NODE, "--", "python3", "-", input=script).stdout.startswith(
+        "-NOAUTH")
+
+
+def test_postgresql_authenticates_with_scram_sha_256_only(lab):
+    hba = bin_lab("exec", PRIMARY, "--", "cat", "/etc/postgresql/15/main/pg_hba.conf").stdout
+    host_lines = [line.split() for line in hba.splitlines()
+                  if line.strip() and not line.lstrip().startswith("#") and line.split()[0] != "local"]
+    assert host_lines and {line[-1] for line in host_lines} == {"scram-sha-256"}
+    verifier = bin_lab("exec", PRIMARY, "--", "runuser", "-u", "postgres", "--", "psql", "-XAtc",
+                       "select rolpassword from pg_authid where rolname = 'airflow'").stdout
+    assert verifier.startswith("SCRAM-SHA-256$")

@@ -3,6 +3,7 @@ OS family the states support, through Salt's own loader (pytest-salt-factories)
 with that node's id and pillar, as its minion would."""
 
 import base64
+import json
 import shutil
 
 import pytest
@@ -33,9 +34,12 @@ def filled_in(pillar_root, environment):
     has filled in, as the validation requires."""
     shutil.copytree(PILLAR, pillar_root)
     secrets = pillar_root / environment / "secrets.sls"
+    lab_tls = yaml.safe_load((PILLAR / "lab" / "secrets.sls").read_text())["haproxy"]["tls"]
     text = secrets.read_text().replace(
         "fernet_key: CHANGE-ME",
         "fernet_key: " + base64.urlsafe_b64encode(b"k" * 32).decode())
+    for key in ("certificate", "key"):
+        text = text.replace(f"{key}: CHANGE-ME", f"{key}: {json.dumps(lab_tls[key])}")
     secrets.write_text(text.replace("CHANGE-ME", "filled-in-secret"))
     return pillar_root
 

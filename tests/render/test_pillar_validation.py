@@ -54,6 +54,12 @@ CASES = {
     "a topology record naming a node that cannot be primary": (
         lambda c, s, o: o.update(topology={"primary": "airflow-worker1"}),
         "topology:primary names airflow-worker1, which is not a node with the postgresql and redis roles"),
+    "a TLS key that is not PEM": (
+        lambda c, s, o: s["haproxy"]["tls"].update(key="not-a-key"),
+        "haproxy:tls:key is not a PEM private key"),
+    "no TLS certificate": (
+        lambda c, s, o: s["haproxy"]["tls"].pop("certificate"),
+        "haproxy:tls:certificate is missing or empty"),
     "missing database password": (
         lambda c, s, o: s["postgresql"].pop("airflow_password"),
         "postgresql:airflow_password is missing or empty"),
