@@ -126,23 +126,30 @@ class Writer:
 
 
 class HealthWatch(threading.Thread):
-    """Polls Airflow's /health through HAProxy; remembers when it was first
-    healthy with a scheduler heartbeat later than `since`."""
+    """Polls Airflow's /health through HAProxy until stopped, keeping when it
+    was healthy and the scheduler heartbeat it reported."""
 
-    def __init__(self, since):
+    def __init__(self):
         super().__init__(daemon=True)
-        self.since, self.healthy_at, self.stopped = since, None, False
+        self.samples, self.stopped = [], False
 
     def run(self):
-        while not self.stopped and self.healthy_at is None:
+        while not self.stopped:
             try:
                 body = requests.get(f"{UI}/health", timeout=3).json()
-                beat = body["scheduler"]["latest_scheduler_heartbeat"]
-                if healthy(body) and beat and _epoch(beat) > self.since:
-                    self.healthy_at = time.time()
+                if healthy(body):
+                    beat = _epoch(body["scheduler"]["latest_scheduler_heartbeat"])
+                    self.samples.append((time.time(), beat))
             except (requests.RequestException, ValueError, KeyError, TypeError):
                 pass
             time.sleep(0.5)
+
+    def healthy_after(self, moment):
+        """When Airflow was first healthy with a scheduler heartbeat later
+        than moment (a scheduler working on the new primary)."""
+        self.stopped = True
+        self.join(timeout=30)
+        return next((at for at, beat in self.samples if beat > moment), None)
 
 
 def _epoch(timestamp):
@@ -211,7 +218,7 @@ def test_planned_failover_under_load_loses_nothing(lab, airflow_healthy, say):
     time.sleep(3)
 
     started = time.time()
-    health = HealthWatch(started)
+    health = HealthWatch()
     health.start()
     returncode, output = orchestrate(say, "orch.failover", "-l", "debug")
     assert returncode == 0, output
@@ -242,13 +249,13 @@ def test_planned_failover_under_load_loses_nothing(lab, airflow_healthy, say):
     smoke = trigger_sleeping_run(0)
     assert wait_until(lambda: run_state(smoke), 300, "ha_smoke finished") == "success"
 
-    health.join(timeout=120)
     first_new = min(at for _, server, at in acknowledged["postgresql"] if server == lab[SERVER2])
+    healthy_at = health.healthy_after(first_new)
     say(f"BENCHMARK planned failover: new primary accepted writes {first_new - started:.1f} s "
-          f"after the command, Airflow healthy through HAProxy after "
-          f"{(health.healthy_at or float('nan')) - started:.1f} s; "
-          f"{len(pg_acked)} rows and {len(redis_acked)} Redis items acknowledged, none lost")
-    assert health.healthy_at is not None
+        f"after the command, Airflow healthy through HAProxy after "
+        f"{(healthy_at or float('nan')) - started:.1f} s; "
+        f"{len(pg_acked)} rows and {len(redis_acked)} Redis items acknowledged, none lost")
+    assert healthy_at is not None
 
 
 @pytest.mark.destructive
@@ -284,16 +291,16 @@ def test_unplanned_failover_fences_the_crashed_primary_and_failback_rewinds_it(l
         assert not writable(SERVER2)
 
         started = time.time()
-        health = HealthWatch(started)
+        health = HealthWatch()
         health.start()
         returncode, output = orchestrate(say, "orch.failover", 'pillar={"force": true}')
         assert returncode == 0, output
         assert writable(SERVER2)
-        health.join(timeout=120)
+        healthy_at = health.healthy_after(watch.first_writable[SERVER2])
         say(f"BENCHMARK unplanned failover (forced): new primary accepted writes "
-              f"{watch.first_writable[SERVER2] - started:.1f} s after the command, Airflow "
-              f"healthy through HAProxy after {(health.healthy_at or float('nan')) - started:.1f} s")
-        assert health.healthy_at is not None
+            f"{watch.first_writable[SERVER2] - started:.1f} s after the command, Airflow "
+            f"healthy through HAProxy after {(healthy_at or float('nan')) - started:.1f} s")
+        assert healthy_at is not None
 
         bin_lab("start", SERVER1)
         status = salt_json(SERVER1, "pg_replication.status")[SERVER1]
