@@ -588,13 +588,28 @@ def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None):
         salt-run airflow_ha.plan action=failback
     """
     cluster = _cluster()
+    _say(f"==> pre-flight ({action}): inspecting {', '.join(sorted(cluster.nodes))}")
+    try:
+        result = _plan(cluster, action, force, switch_back, max_lag_bytes)
+    except StepFailed as error:
+        result = {"action": action, "old": cluster.primary, "new": None, "mode": None,
+                  "refused": f"the pre-flight could not inspect the cluster: {error}",
+                  "down": [], "states": {}}
+    _print_plan(result)
+    return result
+
+
+def _plan(cluster, action, force, switch_back, max_lag_bytes):
     old = cluster.primary
     if max_lag_bytes in (None, ""):  # "": pillar.get's default
         max_lag_bytes = (cluster.pillar.get("failover") or {}).get("max_lag_bytes",
                                                                    _MAX_LAG_BYTES)
     max_lag_bytes = int(max_lag_bytes)
-    _say(f"==> pre-flight ({action}): inspecting {', '.join(sorted(cluster.nodes))}")
     answering = _answering(cluster.nodes)
+    problems = _pillar_problems(sorted(answering))
+    if problems:
+        return {"action": action, "old": old, "new": None, "mode": None, "refused": problems,
+                "down": sorted(set(cluster.nodes) - answering), "states": {}}
     pg_states = _statuses(sorted(answering & set(cluster.database_nodes())),
                           "pg_replication.status")[0]
     result = {"action": action, "old": old, "new": None, "rejoin": None, "refused": None,
@@ -625,11 +640,30 @@ def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None):
             following = (pg_states[new].get("standby_of") or {}).get("host")
             streaming = {entry["application_name"] for entry in pg_states[old].get("standbys", [])
                          if entry["state"] == "streaming"}
-            if new not in streaming or following not in (old, cluster.nodes[old]["address"]):
+            if new not in streaming or following not in (old, cluster.address(old)):
                 result["rejoin"] = new
             result["mode"] = "planned" if switch_back else "rejoin-only"
-    _print_plan(result)
     return result
+
+
+def _pillar_problems(nodes):
+    """
+    The pillar validation's message (salt/validate, which every highstate
+    renders first) as the first answering node renders it, or None when the
+    pillar is valid: a runbook must not act on a pillar the highstate
+    refuses.
+    """
+    if not nodes:
+        return None
+    reply = _client().cmd(nodes[0], "state.show_sls", ["validate"], timeout=60, full_return=True)
+    rendered = reply.get(nodes[0], {}).get("ret")
+    if isinstance(rendered, dict):
+        return None
+    if not isinstance(rendered, list):
+        raise StepFailed(f"{nodes[0]} did not render the pillar validation: {rendered}")
+    text = " ".join(str(error) for error in rendered)
+    message = text.partition("Jinja error: ")[2].partition("\nTraceback")[0].strip()
+    return f"the pillar is invalid: {message or text}"
 
 
 def _print_plan(result):

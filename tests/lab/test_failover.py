@@ -19,7 +19,8 @@ import yaml
 from lab.settings import LAB_SECRETS, lab_balancer_address
 from tests.conftest import REPO, assert_converged, bin_lab, salt_json
 from tests.lab.test_airflow_tier import healthy, wait_until
-from tests.lab.test_guard_rails import leaked, secret_values
+from tests.lab.test_guard_rails import (ProcessWatch, leaked, secret_values,
+                                        secrets_in_logs_and_files)
 
 pytestmark = pytest.mark.lab
 
@@ -205,6 +206,27 @@ def test_a_dry_run_prints_the_plan_and_changes_nothing(airflow_healthy, runbook,
     assert topology() == before
 
 
+def test_a_runbook_refuses_a_pillar_the_highstate_would_refuse(airflow_healthy, say):
+    record = topology()[1]
+    path = Path(json.loads(subprocess.run(
+        [str(REPO / ".venv/bin/salt-run"), "airflow_ha.topology", "--out=json"], cwd=REPO,
+        capture_output=True, text=True).stdout)["path"])
+    before = topology()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"primary": WORKER, "recorded_at": "now", "reason": "corrupted"}))
+    try:
+        returncode, output = orchestrate(say, "orch.failover")
+    finally:
+        if record is None:
+            path.unlink()
+        else:
+            path.write_text(json.dumps(record))
+    assert returncode != 0
+    assert f"the pillar is invalid: the pillar of environment lab has 1 problem(s)" in output
+    assert f"topology:primary names {WORKER}" in output
+    assert topology() == before
+
+
 # -- destructive: failovers ---------------------------------------------------------
 
 
@@ -220,9 +242,15 @@ def test_planned_failover_under_load_loses_nothing(lab, airflow_healthy, say):
     started = time.time()
     health = HealthWatch()
     health.start()
-    returncode, output = orchestrate(say, "orch.failover", "-l", "debug")
+    processes = ProcessWatch(lab)
+    processes.start()
+    try:
+        returncode, output = orchestrate(say, "orch.failover", "-l", "debug")
+    finally:
+        command_lines = processes.stop()
     assert returncode == 0, output
     assert leaked(output, secret_values()) == [], "in the failover's output (debug)"
+    assert leaked(command_lines, secret_values()) == [], "on a command line during the failover"
     time.sleep(3)  # writes keep flowing to the new primaries
     acknowledged = writer.stop()
 
@@ -320,3 +348,8 @@ def test_unplanned_failover_fences_the_crashed_primary_and_failback_rewinds_it(l
     say(f"{watch.polls} polls of both servers, {len(watch.both_writable)} with two writable")
     assert watch.both_writable == []
     assert watch.polls > 50
+
+
+@pytest.mark.destructive
+def test_no_secret_in_logs_or_readable_files_after_the_failovers(lab):
+    assert secrets_in_logs_and_files(lab, secret_values()) == []

@@ -39,6 +39,45 @@ def leaked(text, secrets):
     return [secret for secret in secrets if secret in text]
 
 
+class ProcessWatch(threading.Thread):
+    """Snapshots the command lines of every process on every node (ps)
+    until stopped."""
+
+    def __init__(self, nodes):
+        super().__init__(daemon=True)
+        self.nodes, self.snapshots, self.done = nodes, [], threading.Event()
+
+    def run(self):
+        while not self.done.is_set():
+            for node in self.nodes:
+                self.snapshots.append(
+                    bin_lab("exec", node, "--", "ps", "-eo", "args", check=False).stdout)
+
+    def stop(self):
+        self.done.set()
+        self.join()
+        return "\n".join(self.snapshots)
+
+
+def secrets_in_logs_and_files(lab, secrets):
+    """Where the secrets are found: the master's log, the minions' logs, and
+    world-readable files on every node (anywhere but /proc, /sys, /dev)."""
+    found = []
+    master_log = (SALT_ROOT / "var/log/salt/master").read_text(errors="replace")
+    found += [f"the master's log: {secret}" for secret in leaked(master_log, secrets)]
+    patterns = "\n".join(secrets) + "\n"
+    for node in lab:
+        minion_log = bin_lab("exec", node, "--", "cat", "/var/log/salt/minion", check=False).stdout
+        found += [f"{node}'s minion log: {secret}" for secret in leaked(minion_log, secrets)]
+        readable = bin_lab("exec", node, "--", "sh", "-c",
+                           "grep -rlsF -f - / --exclude-dir=proc --exclude-dir=sys "
+                           "--exclude-dir=dev | while read f; do "
+                           "[ $(( 0$(stat -c %a \"$f\") & 4 )) -ne 0 ] && echo \"$f\"; done",
+                           check=False, input=patterns).stdout.split()
+        found += [f"world-readable on {node}: {path}" for path in readable]
+    return found
+
+
 def test_secrets_stay_out_of_output_logs_ps_and_readable_files(lab):
     secrets = secret_values()
     assert len(secrets) >= 8
@@ -46,43 +85,23 @@ def test_secrets_stay_out_of_output_logs_ps_and_readable_files(lab):
     bin_lab("exec", "airflow-server2", "--", "sh", "-c", "echo stale > /var/lib/postgresql/.pgpass")
     bin_lab("exec", "airflow-lb1", "--", "sh", "-c", "echo '# stale' >> /etc/haproxy/haproxy.cfg")
 
-    snapshots, done = [], threading.Event()
-
-    def watch_ps():
-        while not done.is_set():
-            for node in lab:
-                snapshots.append(bin_lab("exec", node, "--", "ps", "-eo", "args", check=False).stdout)
-
-    watcher = threading.Thread(target=watch_ps)
-    watcher.start()
+    processes = ProcessWatch(lab)
+    processes.start()
     try:
         run = subprocess.run([str(REPO / ".venv/bin/salt"), "*", "state.apply", "-l", "debug",
                               "--out=json", "--static"],
                              cwd=REPO, capture_output=True, text=True)
     finally:
-        done.set()
-        watcher.join()
+        command_lines = processes.stop()
     results = json.loads(run.stdout)
     changed = {state["name"] for node in results.values() for state in node.values()
                if state["changes"]}
     assert all(state["result"] for node in results.values() for state in node.values())
     assert {"/var/lib/postgresql/.pgpass", "/etc/haproxy/haproxy.cfg"} <= changed
     assert leaked(run.stdout + run.stderr, secrets) == [], "in the highstate's output (debug)"
-    assert len(snapshots) > len(lab)
-    assert leaked("\n".join(snapshots), secrets) == [], "on a command line (ps)"
-
-    master_log = (SALT_ROOT / "var/log/salt/master").read_text(errors="replace")
-    assert leaked(master_log, secrets) == [], "in the master's log"
-    patterns = "\n".join(secrets) + "\n"
-    for node in lab:
-        minion_log = bin_lab("exec", node, "--", "cat", "/var/log/salt/minion", check=False).stdout
-        assert leaked(minion_log, secrets) == [], f"in {node}'s minion log"
-        # World-readable files holding a secret, anywhere but /proc and /sys.
-        found = bin_lab("exec", node, "--", "sh", "-c",
-                        "grep -rlsF -f - / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev "
-                        "| while read f; do [ $(( 0$(stat -c %a \"$f\") & 4 )) -ne 0 ] && echo \"$f\"; done",
-                        check=False, input=patterns).stdout.split()
-        assert found == [], f"world-readable files with a secret on {node}: {found}"
+    assert len(processes.snapshots) > len(lab)
+    assert leaked(command_lines, secrets) == [], "on a command line (ps)"
+    assert secrets_in_logs_and_files(lab, secrets) == []
 
 
 def test_secret_bearing_files_belong_to_their_service_account(lab):
