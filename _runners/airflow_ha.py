@@ -294,11 +294,10 @@ def _call(node, function, *args, timeout=120, **kwargs):
 
 
 def _statuses(nodes, function):
-    """``{node: status}`` of the nodes that answer, and the set that did not."""
+    """``{node: status}`` (``function``'s result) of the nodes that answer."""
     replies = _client().cmd(list(nodes), function, tgt_type="list", timeout=30, full_return=True)
-    states = {node: reply["ret"] for node, reply in replies.items()
-              if reply.get("retcode", 0) == 0 and isinstance(reply.get("ret"), dict)}
-    return states, set(nodes) - set(states)
+    return {node: reply["ret"] for node, reply in replies.items()
+            if reply.get("retcode", 0) == 0 and isinstance(reply.get("ret"), dict)}
 
 
 def _pillar():
@@ -513,8 +512,8 @@ def status(as_text=None):
     cluster = _cluster()
     pg_nodes, redis_nodes = cluster.database_nodes(), cluster.with_role("redis")
     answering = _answering(sorted(set(pg_nodes) | set(redis_nodes)))
-    pg_states = _statuses(sorted(answering & set(pg_nodes)), "pg_replication.status")[0]
-    redis_states = _statuses(sorted(answering & set(redis_nodes)), "redis_replication.status")[0]
+    pg_states = _statuses(sorted(answering & set(pg_nodes)), "pg_replication.status")
+    redis_states = _statuses(sorted(answering & set(redis_nodes)), "redis_replication.status")
     lag_by_name = {entry["application_name"]: entry["lag_bytes"]
                    for state in pg_states.values() for entry in state.get("standbys", [])}
     for node, state in pg_states.items():
@@ -611,7 +610,7 @@ def _plan(cluster, action, force, switch_back, max_lag_bytes):
         return {"action": action, "old": old, "new": None, "mode": None, "refused": problems,
                 "down": sorted(set(cluster.nodes) - answering), "states": {}}
     pg_states = _statuses(sorted(answering & set(cluster.database_nodes())),
-                          "pg_replication.status")[0]
+                          "pg_replication.status")
     result = {"action": action, "old": old, "new": None, "rejoin": None, "refused": None,
               "at_risk": None, "mode": None, "force": bool(force),
               "down": sorted(set(cluster.nodes) - answering),
@@ -1021,9 +1020,9 @@ def verify(wait=120, down=None):
 
         def healthy_topology():
             pg_states = _statuses(sorted(answering & set(cluster.database_nodes())),
-                                  "pg_replication.status")[0]
+                                  "pg_replication.status")
             redis_states = _statuses(sorted(answering & set(cluster.with_role("redis"))),
-                                     "redis_replication.status")[0]
+                                     "redis_replication.status")
             problems = topology_problems(cluster.primary, pg_states, redis_states,
                                          set(nodes) - answering, cluster.address(cluster.primary))
             healthy_topology.problems = problems
