@@ -393,6 +393,24 @@ def _wait(check, seconds, what):
         time.sleep(_POLL_SECONDS)
 
 
+def _wait_without_problems(problems_of, seconds, what):
+    """Poll problems_of() until it returns no problem; StepFailed naming the
+    last ones after seconds."""
+    deadline = time.monotonic() + seconds
+    while True:
+        problems = problems_of()
+        if not problems:
+            return
+        if time.monotonic() > deadline:
+            raise StepFailed(f"{what} not reached within {seconds} s: " + "; ".join(problems))
+        time.sleep(_POLL_SECONDS)
+
+
+def _wait_healthy(url, seconds, what):
+    _wait_without_problems(lambda: airflow_health_problems(_health(url)), seconds,
+                           f"{what} ({url})")
+
+
 def _step(title, action, advice):
     """
     Run one runbook step: print its title, run action() (which returns a
@@ -876,28 +894,23 @@ def airflow_follow(wait=300, down=None):
             if failed:
                 raise StepFailed(f"airflow.config on {node} failed: {failed}")
         restarted = []
-        for role, unit, no_block in (("airflow-scheduler", "airflow-scheduler", False),
-                                     ("airflow-flower", "airflow-flower", False),
-                                     ("airflow-triggerer", "airflow-triggerer", False),
-                                     ("airflow-worker", "airflow-worker", True)):
+        # Each role's unit is named after it.
+        for role, no_block in (("airflow-scheduler", False), ("airflow-flower", False),
+                               ("airflow-triggerer", False), ("airflow-worker", True)):
             for node in sorted(set(cluster.with_role(role)) & set(nodes)):
-                _call(node, "service.restart", unit, no_block=no_block)
-                restarted.append(f"{unit}@{node}")
+                _call(node, "service.restart", role, no_block=no_block)
+                restarted.append(f"{role}@{node}")
         for node in sorted(set(cluster.with_role("airflow-webserver")) & set(nodes)):
             _call(node, "service.restart", "airflow-webserver")
-            url = cluster.webserver_health_url(node)
-            _wait(lambda: not airflow_health_problems(_health(url)) or None, wait,
-                  f"a healthy webserver on {node}")
+            _wait_healthy(cluster.webserver_health_url(node), wait, f"a healthy webserver on {node}")
             restarted.append(f"airflow-webserver@{node}")
         url = cluster.health_url()
         if url:
-            _wait(lambda: not airflow_health_problems(_health(url)) or None, wait,
-                  f"Airflow healthy through the load balancer ({url})")
+            _wait_healthy(url, wait, "Airflow healthy through the load balancer")
         return {"restarted": ", ".join(restarted), "healthy": url or "no load balancer"}
 
     return _step("point Airflow at the new primaries and restart it", action,
-                 "the data tier has switched; apply the Airflow states again: "
-                 "salt -C 'G@roles:airflow-*' state.apply airflow (or salt '*' state.apply), "
+                 "the data tier has switched; apply the states again: salt '*' state.apply, "
                  "then check salt-run airflow_ha.status")
 
 
@@ -1018,28 +1031,18 @@ def verify(wait=120, down=None):
         nodes = sorted(set(cluster.database_nodes()) | set(cluster.with_role("redis")))
         answering = _answering(nodes, down)
 
-        def healthy_topology():
+        def problems():
             pg_states = _statuses(sorted(answering & set(cluster.database_nodes())),
                                   "pg_replication.status")
             redis_states = _statuses(sorted(answering & set(cluster.with_role("redis"))),
                                      "redis_replication.status")
-            problems = topology_problems(cluster.primary, pg_states, redis_states,
-                                         set(nodes) - answering, cluster.address(cluster.primary))
-            healthy_topology.problems = problems
-            return not problems
+            return topology_problems(cluster.primary, pg_states, redis_states,
+                                     set(nodes) - answering, cluster.address(cluster.primary))
 
-        try:
-            _wait(healthy_topology, wait, "the expected topology")
-        except StepFailed:
-            raise StepFailed("; ".join(healthy_topology.problems))
+        _wait_without_problems(problems, wait, "the expected topology")
         url = cluster.health_url()
         if url:
-            try:
-                _wait(lambda: not airflow_health_problems(_health(url)) or None, wait,
-                      "Airflow healthy")
-            except StepFailed:
-                raise StepFailed(f"Airflow through {url}: "
-                                 + ", ".join(airflow_health_problems(_health(url))))
+            _wait_healthy(url, wait, "Airflow healthy through the load balancer")
         verified = {"primary": cluster.primary, "airflow": "healthy" if url else "not checked"}
         if set(nodes) - answering:
             verified["down"] = ", ".join(sorted(set(nodes) - answering))

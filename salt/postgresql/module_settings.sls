@@ -3,7 +3,6 @@
     arguments), and the replication password for connections to the other
     database node, in the postgres account's libpq passfile. #}
 {%- from 'postgresql/map.jinja' import postgresql %}
-{%- set passfile = postgresql.home ~ '/.pgpass' %}
 include:
   - postgresql.install
 
@@ -20,12 +19,12 @@ postgresql-module-settings:
         socket_dir: {{ postgresql.socket_dir }}
         os_user: {{ postgresql.os_user }}
         replication_user: {{ postgresql.replication_user }}
-        passfile: {{ passfile }}
+        passfile: {{ postgresql.passfile }}
         node_name: {{ grains.id }}
 
 postgresql-passfile:
   file.managed:
-    - name: {{ passfile }}
+    - name: {{ postgresql.passfile }}
     - contents: "*:*:*:{{ postgresql.replication_user }}:{{ postgresql.replication_password }}"
     - user: {{ postgresql.os_user }}
     - group: {{ postgresql.os_user }}

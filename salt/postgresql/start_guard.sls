@@ -13,5 +13,5 @@ include:
   - postgresql.module_settings
 
 {{ start_guard('postgresql', postgresql.service,
-               [postgresql.data_dir, postgresql.bin_dir ~ '/psql', postgresql.home ~ '/.pgpass',
+               [postgresql.data_dir, postgresql.bin_dir ~ '/psql', postgresql.passfile,
                 postgresql.replication_user] + peers) }}

@@ -12,4 +12,4 @@ include:
   - redis.install
 
 {{ start_guard('redis', redis.service,
-               [redis.role_file, redis.config_file, '/usr/bin/redis-cli'] + peers) }}
+               [redis.role_file, redis.config_file, redis.cli] + peers) }}
