@@ -13,6 +13,7 @@ import pytest
 from lab import master
 from tests.conftest import REPO, assert_converged, bin_lab, salt_json
 from tests.lab.test_airflow_tier import wait_until
+from tests.lab.test_data_tier import lsn
 from tests.lab.test_failover import (SERVER1, SERVER2, psql, redis_cli, run_state,
                                      trigger_sleeping_run)
 
@@ -79,11 +80,6 @@ def test_standby_and_replica_stopped_for_a_minute_catch_up_with_nothing_lost(air
                                         "--out=json"], cwd=REPO, capture_output=True,
                                        text=True).stdout)
     assert status["problems"] == []
-
-
-def lsn(text):
-    high, low = text.split("/")
-    return (int(high, 16) << 32) + int(low, 16)
 
 
 def test_a_highstate_cut_by_a_master_restart_converges_when_run_again(lab, say):
