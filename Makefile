@@ -25,7 +25,8 @@ master-config:
 	@printf '%s\n' '# Written by make for this checkout; do not edit.' \
 	    'file_roots:' '  base:' '    - $(CURDIR)/salt' \
 	    'pillar_roots:' '  base:' '    - $(CURDIR)/pillar' \
-	    'runner_dirs:' '  - $(CURDIR)/_runners' > etc/salt/master.d/checkout.conf
+	    'runner_dirs:' '  - $(CURDIR)/_runners' \
+	    'utils_dirs:' '  - $(CURDIR)/_utils' > etc/salt/master.d/checkout.conf
 
 host-packages:
 	bin/install-host-packages

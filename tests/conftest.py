@@ -17,6 +17,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts"
 sys.path.insert(0, str(REPO))
+# The core (_utils/ha_core), importable as the Salt loader makes it for our modules.
+sys.path.insert(0, str(REPO / "_utils"))
 
 from lab.settings import lab_nodes  # noqa: E402
 from salt._logging.impl import shutdown_temp_handler  # noqa: E402

@@ -1,0 +1,26 @@
+"""
+The core of the highly available pair: facts, rules and decisions, as plain
+Python with no Salt import, one module per concern.
+
+- ``errors``: the kinds of failure, and how Salt-side code reports them.
+- ``addresses``: ``HOST``, ``HOST:PORT`` and ``[IPV6]:PORT``.
+- ``pg_facts``: what PostgreSQL's files, programs and titles say (LSNs,
+  timeline history, ``pg_controldata``, conninfo, the fence marker).
+- ``pg_decisions``: a server's role, whether it may be promoted, how it
+  rejoins, what the standby state does with it.
+- ``redis_facts``: what Redis' configuration, role file and INFO say.
+- ``redis_decisions``: how a replica is promoted, which FAILOVER to send.
+- ``failover``: the runbooks' plan and checks, the topology's problems.
+- ``guard``: what a start guard does, and the guard programs themselves.
+- ``cluster``: the cluster as the pillar describes it, and the topology
+  record.
+
+Why a package in ``_utils/``: ``saltutil.sync_all`` (which every highstate
+runs) ships it to the minions, the master finds it through ``utils_dirs``,
+and Salt's loader puts the utils directories on ``sys.path`` while it loads
+execution modules, states and runners, so they ``import ha_core`` as plain
+Python; the start guards, which run before the minion, get a copy installed
+beside them by the same state; and the unit tests import it directly.
+Everything here takes its facts as arguments: the execution modules, states,
+runner and guards do the I/O around it.
+"""
