@@ -33,6 +33,7 @@ LAB_CONF = f"""\
 interface: {GATEWAY}
 root_dir: {SALT_ROOT}
 airflow_environment: lab
+airflow_topology_record: {SALT_ROOT}/var/lib/airflow-ha/topology-lab.json
 """
 
 

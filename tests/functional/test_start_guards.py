@@ -1,5 +1,5 @@
-"""The start guards (salt/postgresql/files/start-guard.py and
-salt/redis/files/start-guard.py) against real servers on loopback: a
+"""The start guards (salt/start_guard: its program, and the rules of
+ha_core.guard installed beside it) against real servers on loopback: a
 PostgreSQL primary and warm standby (pg_cluster.py), a Redis master and
 replica (redis_pair.py).
 
@@ -12,9 +12,12 @@ import datetime
 import json
 import os
 import pwd
+import shutil
 import socket
 import subprocess
+import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -35,29 +38,46 @@ from tests.functional.redis_pair import (  # noqa: F401 (fixtures)
     wait_until,
 )
 
-PG_GUARD = REPO / "salt" / "postgresql" / "files" / "start-guard.py"
-REDIS_GUARD = REPO / "salt" / "redis" / "files" / "start-guard.py"
+
+def install_guard(prefix):
+    """Lay the guard out under prefix as salt/start_guard does under /usr/local:
+    the program in sbin/, the core in lib/airflow-ha/. Returns the program."""
+    program = prefix / "sbin" / "airflow-ha-start-guard"
+    program.parent.mkdir(parents=True)
+    shutil.copy(REPO / "salt" / "start_guard" / "files" / "airflow-ha-start-guard", program)
+    shutil.copytree(REPO / "_utils" / "ha_core", prefix / "lib" / "airflow-ha" / "ha_core",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return program
+
+
+GUARD = install_guard(Path(tempfile.mkdtemp(prefix="start-guard-")))
 REDIS_CLI = "/usr/bin/redis-cli"
 FENCE_MARKER = "pg_replication.fenced"
 
 
-def run_guard(script, *args):
-    """Run a start guard as its systemd unit does; it must exit 0."""
-    result = subprocess.run(["/usr/bin/python3", str(script), *map(str, args)],
-                            capture_output=True, text=True, timeout=60)
+def run_guard(component, *args, program=GUARD):
+    """Run a start guard as its systemd unit does; return its result."""
+    return subprocess.run(["/usr/bin/python3", str(program), component, *map(str, args)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def guard_passes(component, *args):
+    """Run a start guard; it must exit 0."""
+    result = run_guard(component, *args)
     assert result.returncode == 0, (
-        f"{script.name} exited {result.returncode}:\n{result.stdout}{result.stderr}")
+        f"the {component} guard exited {result.returncode}:\n{result.stdout}{result.stderr}")
 
 
 def guard_postgresql(node, *peers):
     """The PostgreSQL guard of `node`, with the replication user's password file."""
-    run_guard(PG_GUARD, node.data_dir, BIN / "psql", node.passfile, REPLICATION_USER, *peers)
+    guard_passes("postgresql", node.data_dir, BIN / "psql", node.passfile, REPLICATION_USER,
+                 *peers)
 
 
 def guard_redis(server, *peers):
     """The Redis guard of `server`; peers are RedisServers or HOST:PORT."""
-    run_guard(REDIS_GUARD, server.role_file, server.config_file, REDIS_CLI,
-              *(peer if isinstance(peer, str) else f"127.0.0.1:{peer.port}" for peer in peers))
+    guard_passes("redis", server.role_file, server.config_file, REDIS_CLI,
+                 *(peer if isinstance(peer, str) else f"127.0.0.1:{peer.port}" for peer in peers))
 
 
 def snapshot(directory):
@@ -244,3 +264,24 @@ def test_redis_guard_leaves_a_master_alone_when_no_peer_is_a_master(redis_pair):
     guard_redis(master, closed_address(), replica)
 
     assert snapshot(master.directory) == before
+
+
+# --- Without its rules ---------------------------------------------------------------
+
+
+def test_a_guard_without_its_core_fails_closed_and_says_how_to_restore_it(pg_pair, tmp_path):
+    """systemd starts a unit only when its ExecStartPre exits 0: a guard that
+    cannot load its rules must not let a former primary start as it is."""
+    primary, standby = pg_pair.primary, pg_pair.standby
+    program = install_guard(tmp_path)
+    shutil.rmtree(tmp_path / "lib" / "airflow-ha" / "ha_core")
+    standby.stop()  # would start as a standby: even that is not let through
+    primary.stop()
+    before = snapshot(primary.data_dir)
+
+    result = run_guard("postgresql", primary.data_dir, BIN / "psql", primary.passfile,
+                       REPLICATION_USER, standby.address, program=program)
+
+    assert result.returncode != 0
+    assert "cannot load its rules" in result.stderr and "state.apply" in result.stderr
+    assert snapshot(primary.data_dir) == before

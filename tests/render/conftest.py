@@ -21,19 +21,20 @@ def render(salt_factories):
     orch.failover writes it on the master), or None for no record."""
 
     def _render(environment, node, os_family, pillar_roots=None, topology=None):
+        name = f"{node}-{environment}-{os_family}".lower()
+        record = Path(salt_factories.root_dir) / f"topology-{name}.json"
         factory = salt_factories.salt_minion_daemon(
-            f"{node}-{environment}-{os_family}".lower(),
+            name,
             overrides={
                 "id": node,
                 "file_client": "local",
                 "file_roots": {"base": [str(REPO / "salt")]},
                 "pillar_roots": {"base": [str(pillar_roots or PILLAR)]},
                 "airflow_environment": environment,
+                "airflow_topology_record": str(record),
                 "grains": {"os_family": os_family},
             },
         )
-        record = (Path(factory.config["root_dir"]) / "var" / "lib" / "airflow-ha"
-                  / f"topology-{environment}.json")
         if topology is None:
             record.unlink(missing_ok=True)
         else:

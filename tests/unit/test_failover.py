@@ -1,6 +1,6 @@
-"""Decisions of the airflow_ha runner that need no server: comparing WAL
-positions, deciding whether orch.failover may run, checking the topology
-against the record, reading Airflow's /health and laying out the status."""
+"""ha_core.failover: comparing WAL positions, deciding whether orch.failover
+may run and what orch.failback does, checking the topology against the
+record, reading Airflow's /health."""
 
 import copy
 import json
@@ -8,17 +8,18 @@ import re
 
 import pytest
 
-from tests.conftest import REPO, load_module
-
-airflow_ha = load_module(REPO / "_runners" / "airflow_ha.py")
-
-parse_lsn = airflow_ha.parse_lsn
-received_everything = airflow_ha.received_everything
-switch_proves_no_loss = airflow_ha.switch_proves_no_loss
-failover_decision = airflow_ha.failover_decision
-topology_problems = airflow_ha.topology_problems
-airflow_health_problems = airflow_ha.airflow_health_problems
-status_table = airflow_ha.status_table
+from ha_core.cluster import Cluster
+from ha_core.failover import (
+    airflow_health_problems,
+    failback_decision,
+    failover_decision,
+    pillar_refusal,
+    plan,
+    received_everything,
+    switch_proves_no_loss,
+    topology_problems,
+)
+from ha_core.pg_facts import parse_lsn
 
 S1, S2 = "airflow-server1", "airflow-server2"
 ADDRESS = {S1: "10.11.12.10", S2: "10.11.12.20"}
@@ -509,59 +510,74 @@ def test_an_unanswered_health_check_reports_why():
         "no answer (<urlopen error [Errno 111] Connection refused>)"]
 
 
-# --- status_table --------------------------------------------------------------------
+# --- failback_decision and plan -------------------------------------------------------
 
-COLUMNS = ("node", "postgresql", "timeline", "lag", "redis", "offset")
-ROWS = [
-    {"node": S1, "postgresql": "primary", "timeline": 2, "lag": "-", "redis": "master",
-     "offset": 1250},
-    {"node": S2, "postgresql": "standby (fenced) (streaming)", "timeline": 2, "lag": 0,
-     "redis": "replica (up)", "offset": "1200 (lag 50)"},
-    {"node": "airflow-server3", "postgresql": "no answer", "timeline": "-", "lag": "-",
-     "redis": "no answer", "offset": "-"},
-]
-RECORD = f"{S2} since 2026-11-24T08:25:36+00:00 (orch.failover (planned))"
-AIRFLOW = "http://10.11.12.30:8080/health: healthy"
+PILLAR = {"cluster": {"primary": S1, "nodes": {
+    S1: {"address": ADDRESS[S1], "roles": ["postgresql", "redis", "airflow-webserver"]},
+    S2: {"address": ADDRESS[S2], "roles": ["postgresql", "redis", "airflow-scheduler"]},
+    "airflow-worker1": {"address": "10.11.12.30", "roles": ["airflow-worker"]}}}}
 
 
-def column_starts(header_line):
-    return [match.start() for match in re.finditer(r"\S+", header_line)]
+def test_a_failback_to_the_current_primary_does_nothing():
+    assert failback_decision(S1, S1, {S1, S2}, {}, True, ADDRESS[S1])["mode"] == "nothing"
 
 
-def test_the_status_table_starts_with_the_column_header():
-    lines = status_table(ROWS, RECORD, AIRFLOW).splitlines()
-    assert lines[0].split() == list(COLUMNS)
+def test_a_failback_to_a_preferred_primary_that_does_not_answer_is_refused():
+    decision = failback_decision(S2, S1, {S2}, {S2: pg_primary(S2)}, True, ADDRESS[S2])
+    assert decision["refused"].startswith(f"{S1}, the preferred primary, does not answer")
 
 
-def test_every_cell_of_the_status_table_starts_under_its_column_header():
-    lines = status_table(ROWS, RECORD, AIRFLOW).splitlines()
-    starts = column_starts(lines[0])
-    assert len(starts) == len(COLUMNS)
-    for row, line in zip(ROWS, lines[1:1 + len(ROWS)]):
-        ends = starts[1:] + [len(line)]
-        cells = [line[start:end].rstrip() for start, end in zip(starts, ends)]
-        assert cells == [str(row[column]) for column in COLUMNS], line
-        for start in starts[1:]:
-            assert line[start - 2:start] == "  ", line  # at least two spaces between columns
+def test_a_failback_from_a_primary_that_is_not_running_is_refused():
+    states = {S1: pg_standby(S1, S2), S2: pg_standby(S2, S1)}
+    decision = failback_decision(S2, S1, {S1, S2}, states, True, ADDRESS[S2])
+    assert decision["refused"].startswith(f"{S2}, the current primary, is not a running primary")
 
 
-def test_the_status_table_has_one_row_per_node_in_order():
-    lines = status_table(ROWS, RECORD, AIRFLOW).splitlines()
-    assert [line.split()[0] for line in lines[1:1 + len(ROWS)]] == [S1, S2, "airflow-server3"]
+@pytest.mark.parametrize("following", [S2, ADDRESS[S2]])
+def test_a_streaming_preferred_primary_needs_no_rejoin_whether_named_or_addressed(following):
+    states = {S2: pg_primary(S2, {S1: "streaming"}), S1: pg_standby(S1, following)}
+    decision = failback_decision(S2, S1, {S1, S2}, states, True, ADDRESS[S2])
+    assert decision == {"mode": "planned", "rejoin": None, "refused": None}
 
 
-def test_the_status_table_ends_with_the_record_and_airflow_lines():
-    lines = status_table(ROWS, RECORD, AIRFLOW).splitlines()
-    assert lines[-3:] == ["", f"topology record: {RECORD}", f"airflow: {AIRFLOW}"]
-    assert len(lines) == 1 + len(ROWS) + 3
+def test_a_fenced_preferred_primary_is_rejoined_first():
+    states = {S2: pg_primary(S2), S1: pg_primary(S1, role="stopped", fenced=True)}
+    decision = failback_decision(S2, S1, {S1, S2}, states, False, ADDRESS[S2])
+    assert decision == {"mode": "rejoin-only", "rejoin": S1, "refused": None}
 
 
-def test_the_status_table_has_no_trailing_spaces():
-    for line in status_table(ROWS, RECORD, AIRFLOW).splitlines():
-        assert line == line.rstrip()
+def test_the_plan_of_a_planned_failover_names_both_servers_and_the_down_nodes():
+    states = {S1: pg_primary(S1, {S2: "streaming"}), S2: pg_standby(S2, S1)}
+    result = plan(Cluster(PILLAR), "failover", {S1, S2}, states)
+    assert (result["mode"], result["old"], result["new"], result["refused"]) == (
+        "planned", S1, S2, None)
+    assert result["down"] == ["airflow-worker1"]
+    assert result["airflow_nodes"] == [S1, S2, "airflow-worker1"]
 
 
-def test_a_status_table_without_nodes_still_has_its_header_and_footer():
-    assert status_table([], "none yet", "no haproxy node in the pillar").splitlines() == [
-        "  ".join(COLUMNS), "", "topology record: none yet",
-        "airflow: no haproxy node in the pillar"]
+def test_the_plan_takes_the_lag_bound_from_the_pillar():
+    pillar = dict(PILLAR, failover={"max_lag_bytes": 10})
+    states = {S2: pg_standby(S2, S1, received_lsn="0/3000000")}
+    result = plan(Cluster(pillar), "failover", {S2}, states, force=True,
+                  last_primary_lsn="0/3000100")
+    assert "failover:max_lag_bytes (10)" in result["refused"]
+
+
+def test_the_plan_follows_the_topology_record():
+    pillar = dict(PILLAR, topology={"primary": S2})
+    states = {S2: pg_primary(S2, {S1: "streaming"}), S1: pg_standby(S1, S2)}
+    result = plan(Cluster(pillar), "failback", {S1, S2}, states)
+    assert (result["old"], result["new"], result["mode"]) == (S2, S1, "planned")
+
+
+def test_an_invalid_pillar_refuses_the_plan_with_the_validation_message():
+    rendered = ["Rendering SLS 'base:validate' failed: Jinja error: cluster:primary is missing"
+                "\nTraceback (most recent call last): ..."]
+    refusal = pillar_refusal(rendered)
+    assert refusal == "the pillar is invalid: cluster:primary is missing"
+    assert plan(Cluster(PILLAR), "failover", {S1, S2}, {}, refusal=refusal)["refused"] == refusal
+
+
+def test_a_valid_pillar_is_no_refusal():
+    assert pillar_refusal({"validate": {}}) is None
+    assert pillar_refusal(None) is None

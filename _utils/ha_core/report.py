@@ -1,0 +1,116 @@
+"""
+The cluster's status as ``salt-run airflow_ha.status`` prints it: one row per
+server, then the topology record, Airflow's health and the problems.
+"""
+
+from ha_core.failover import airflow_health_problems
+
+_COLUMNS = ("node", "postgresql", "timeline", "lag", "redis", "offset")
+
+
+def status_table(rows, record, airflow):
+    """
+    Return the rows (dicts keyed by column), the record line and the Airflow
+    line as a text table with aligned columns.
+    """
+    lines = [_COLUMNS] + [tuple(str(row[key]) for key in _COLUMNS) for row in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(_COLUMNS))]
+    text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
+            for line in lines]
+    text.append("")
+    text.append(f"topology record: {record}")
+    text.append(f"airflow: {airflow}")
+    return "\n".join(text)
+
+
+def pg_cell(state):
+    """The postgresql, timeline and lag cells of a pg_replication.status."""
+    if state is None:
+        return "no answer", "-", "-"
+    role = state.get("role", "?")
+    if state.get("fenced"):
+        role += " (fenced)"
+    lag = "-"
+    if role == "standby":
+        receiver = state.get("wal_receiver") or {}
+        role += f" ({receiver.get('status', 'not receiving')})"
+        lag = state.get("lag_bytes", "-")
+    return role, state.get("timeline", "-"), lag
+
+
+def redis_cell(state):
+    """The redis and offset cells of a redis_replication.status."""
+    if state is None:
+        return "no answer", "-"
+    if state.get("role") == "master":
+        return "master", state.get("master_repl_offset")
+    return (f"replica ({state.get('master_link_status')})",
+            f"{state.get('replica_repl_offset')} (lag {state.get('lag_bytes')})")
+
+
+def add_standby_lag(pg_states):
+    """Give each standby's status the replay lag its primary reports
+    (``lag_bytes``), in place."""
+    lag_by_name = {entry["application_name"]: entry["lag_bytes"]
+                   for state in pg_states.values() for entry in state.get("standbys", [])}
+    for node, state in pg_states.items():
+        if state.get("role") == "standby" and node in lag_by_name:
+            state["lag_bytes"] = lag_by_name[node]
+
+
+def status_text(status, preferred):
+    """
+    Return ``salt-run airflow_ha.status``'s data (``nodes``, ``record``,
+    ``record_path``, ``airflow_health_url``, ``airflow_health``,
+    ``problems``) as the text it prints; ``preferred`` is cluster:primary.
+    """
+    rows = []
+    for node, states in status["nodes"].items():
+        pg_role, timeline, lag = pg_cell(states["postgresql"])
+        redis_role, offset = redis_cell(states["redis"])
+        rows.append({"node": node, "postgresql": pg_role, "timeline": timeline, "lag": lag,
+                     "redis": redis_role, "offset": offset})
+    record = status["record"]
+    record_text = (f"{record['primary']} since {record['recorded_at']} ({record['reason']}), "
+                   f"in {status['record_path']}" if record else
+                   f"none yet: the primary is cluster:primary, {preferred}")
+    url, health = status["airflow_health_url"], status["airflow_health"]
+    if health is None:
+        airflow_text = "no haproxy node in the pillar"
+    elif "error" in health:
+        airflow_text = f"{url}: {health['error']}"
+    else:
+        airflow_text = f"{url}: " + (", ".join(airflow_health_problems(health)) or "healthy")
+    text = status_table(rows, record_text, airflow_text)
+    if status["problems"]:
+        text += "\nproblems:\n" + "\n".join(f"  - {problem}" for problem in status["problems"])
+    return text
+
+
+def plan_lines(plan):
+    """The lines a runbook's pre-flight prints about its plan
+    (``ha_core.failover.plan``'s result)."""
+    lines = []
+    if plan["down"]:
+        lines.append(f"    not answering: {', '.join(plan['down'])}")
+    for node, state in sorted(plan["states"].items()):
+        position = state.get("current_lsn") or state.get("received_lsn") or "-"
+        lines.append(f"    {node}: PostgreSQL {state.get('role')}"
+                     f"{' (fenced)' if state.get('fenced') else ''}, "
+                     f"timeline {state.get('timeline')}, WAL {position}")
+    if plan.get("at_risk"):
+        lines.append(f"    at risk: {plan['at_risk']}")
+    if plan["refused"]:
+        lines.append(f"    REFUSED: {plan['refused']}")
+    elif plan["mode"] == "nothing":
+        lines.append(f"    {plan['old']} is already the primary: nothing to fail back")
+    else:
+        if plan.get("rejoin"):
+            lines.append(f"    plan: rejoin {plan['rejoin']} as a standby of {plan['old']} "
+                         "(pg_rewind, or a base backup), Redis follows")
+        if plan["mode"] in ("planned", "unplanned"):
+            lines.append(
+                f"    plan: {plan['mode']} switch of the PostgreSQL primary and Redis master "
+                f"from {plan['old']} to {plan['new']}; Airflow on "
+                f"{', '.join(plan['airflow_nodes'])} follows")
+    return lines

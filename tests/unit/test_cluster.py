@@ -1,0 +1,94 @@
+"""ha_core.cluster: the cluster model, the topology record and the
+settings merge the runner shares with salt/settings.jinja."""
+
+import json
+
+import pytest
+import yaml
+
+from ha_core.cluster import (
+    RECORD_OPTION,
+    Cluster,
+    component_settings,
+    merge,
+    new_record,
+    read_record,
+    record_path,
+    write_record,
+)
+from ha_core.errors import InvalidInput, Refused
+from tests.conftest import REPO
+from tests.topology_cases import PRIMARY_CASES
+
+LAB = {**yaml.safe_load((REPO / "pillar" / "lab" / "cluster.sls").read_text())}
+
+
+@pytest.mark.parametrize("name, record, expected", PRIMARY_CASES, ids=[c[0] for c in PRIMARY_CASES])
+def test_the_primary_is_the_records_or_the_preferred_one(name, record, expected):
+    pillar = dict(LAB, **({"topology": record} if record is not None else {}))
+    assert Cluster(pillar).primary == expected
+
+
+def test_nodes_are_found_by_role_and_addresses_in_one_place():
+    cluster = Cluster(LAB)
+    assert cluster.database_nodes() == ["airflow-server1", "airflow-server2"]
+    assert cluster.redis_nodes() == ["airflow-server1", "airflow-server2"]
+    assert "airflow-worker1" in cluster.airflow_nodes()
+    assert cluster.address("airflow-server2") == "10.11.12.20"
+    assert cluster.other("airflow-server1") == "airflow-server2"
+
+
+@pytest.mark.parametrize("host, expected", [("airflow-server2", True), ("10.11.12.20", True),
+                                            ("airflow-server1", False), ("10.11.12.10", False)])
+def test_a_node_is_designated_by_its_name_or_its_address(host, expected):
+    assert Cluster(LAB).is_node(host, "airflow-server2") is expected
+
+
+def test_an_unknown_node_name_is_refused_naming_the_known_ones():
+    with pytest.raises(InvalidInput, match="'airflow-server9' is not a node of the pillar; "
+                                           "name one of airflow-lb1, airflow-server1"):
+        Cluster(LAB).address("airflow-server9")
+
+
+def test_failover_needs_exactly_two_database_nodes():
+    pillar = {"cluster": {"nodes": {"a": {"address": "1", "roles": ["postgresql"]}}}}
+    with pytest.raises(Refused, match="exactly two database nodes"):
+        Cluster(pillar).other("a")
+
+
+def test_the_record_path_is_a_master_option_with_its_fix_named():
+    assert record_path({RECORD_OPTION: "/srv/topology.json"}) == "/srv/topology.json"
+    with pytest.raises(InvalidInput, match=f"{RECORD_OPTION} is not set.*site.conf"):
+        record_path({})
+
+
+def test_a_record_is_written_atomically_and_read_back(tmp_path):
+    path = str(tmp_path / "deep" / "topology.json")
+    assert read_record(path) is None
+    record = new_record("airflow-server2", "airflow-server1", "orch.failover")
+    write_record(path, record)
+    assert read_record(path) == record
+    assert json.loads(open(path).read())["primary"] == "airflow-server2"
+    assert [entry.name for entry in (tmp_path / "deep").iterdir()] == ["topology.json"]
+
+
+def test_settings_merge_defaults_then_os_family_then_pillar():
+    defaults = {"webserver": {"port": 8080, "workers": 2}, "python": "/usr/bin/python3"}
+    os_family = {"python": "/usr/bin/python3.11"}
+    pillar = {"airflow": {"webserver": {"workers": 4}}}
+    assert component_settings("airflow", defaults, os_family, pillar) == {
+        "webserver": {"port": 8080, "workers": 4}, "python": "/usr/bin/python3.11"}
+
+
+def test_a_pillar_setting_part_of_a_mapping_keeps_the_rest_of_it():
+    cluster = Cluster(LAB)
+    settings = component_settings("airflow", {"webserver": {"port": 8080, "workers": 2}}, {},
+                                  {"airflow": {"webserver": {"workers": 4}}})
+    assert cluster.webserver_health_url("airflow-server1", settings) == (
+        "http://10.11.12.10:8080/health")
+
+
+def test_merge_does_not_change_its_arguments():
+    base, override = {"a": {"b": 1}}, {"a": {"c": 2}}
+    assert merge(base, override) == {"a": {"b": 1, "c": 2}}
+    assert base == {"a": {"b": 1}} and override == {"a": {"c": 2}}
