@@ -9,9 +9,9 @@ what it achieved before it returns, prints its progress as it goes, and on
 failure returns ``{"Error": ...}`` (which stops an orchestration) saying
 where the cluster stands and what the operator can do next.
 
-The decisions are the core's (``_utils/ha_core``: ``failover``,
-``cluster``, ``report``); this runner asks the nodes, acts, and prints. The
-topology record names the node that is the PostgreSQL primary and the Redis
+The decisions, checks and texts are the core's (``_utils/ha_core``); the
+nodes are asked through ``_utils/ha_nodes.py``; this runner acts and
+prints. The topology record names the node that is the PostgreSQL primary and the Redis
 master now: a JSON file on the master, at the path of the master option
 ``airflow_topology_record``, which ``pillar/topology.sls`` serves as the
 pillar key ``topology``; the states take the primary from it
@@ -28,21 +28,15 @@ CLI Example:
 """
 
 import logging
-import os
 import sys
 import time
 
-import salt.client
-import salt.utils.files
-import salt.utils.yaml
+import ha_nodes
 from ha_core import errors, failover, guard, probes, report, runbook
-from ha_core.cluster import (Cluster, component_settings, new_record, read_record,
-                             record_path, write_record)
+from ha_core.cluster import Cluster, new_record, read_record, record_path, write_record
 
 log = logging.getLogger(__name__)
 
-# How long a node may take to answer before it counts as down.
-_PING_SECONDS = 3
 # Long operations: a base backup, a warm shutdown, a state run.
 _LONG_SECONDS = 600
 
@@ -57,51 +51,16 @@ def _say(message):
     log.info("airflow_ha: %s", message)
 
 
-def _client():
-    return salt.client.get_local_client(mopts=__opts__)
+def _nodes():
+    return ha_nodes.Nodes(__opts__)
 
 
 def _answering(nodes, down=None):
-    """
-    The subset of nodes whose minions answer within a few seconds; nodes in
-    ``down`` (found down by the pre-flight) are not asked again.
-    """
-    nodes = sorted(set(nodes) - set(down or ()))
-    if not nodes:
-        return set()
-    replies = _client().cmd(nodes, "test.ping", tgt_type="list", timeout=_PING_SECONDS,
-                            gather_job_timeout=_PING_SECONDS)
-    return {node for node in nodes if replies.get(node) is True}
+    return _nodes().answering(nodes, down)
 
 
-def _call(node, function, *args, timeout=120, **kwargs):
-    """
-    Run an execution module function on one node and return its result;
-    raise Unreachable when the node does not answer, OperationFailed when
-    the function fails.
-    """
-    reply = _client().cmd(node, function, arg=list(args), kwarg=kwargs or None, timeout=timeout,
-                          full_return=True)
-    if node not in reply:
-        raise errors.Unreachable(f"{node} did not answer {function} within {timeout} s")
-    result = reply[node]
-    if result.get("retcode", 0) != 0:
-        raise errors.OperationFailed(f"{function} on {node} failed: {result.get('ret')}")
-    return result.get("ret")
-
-
-def _statuses(nodes, function):
-    """``{node: status}`` (``function``'s result) of the nodes that answer."""
-    replies = _client().cmd(list(nodes), function, tgt_type="list", timeout=30, full_return=True)
-    return {node: reply["ret"] for node, reply in replies.items()
-            if reply.get("retcode", 0) == 0 and isinstance(reply.get("ret"), dict)}
-
-
-def _data_tier_states(cluster, answering):
-    """The pg_replication and redis_replication statuses of the answering
-    database and Redis nodes, as two ``{node: status}``."""
-    return (_statuses(sorted(answering & set(cluster.database_nodes())), "pg_replication.status"),
-            _statuses(sorted(answering & set(cluster.redis_nodes())), "redis_replication.status"))
+def _call(node, function, *args, **kwargs):
+    return _nodes().call(node, function, *args, **kwargs)
 
 
 def _pillar():
@@ -109,26 +68,11 @@ def _pillar():
     return __salt__["pillar.show_pillar"]()
 
 
-def _state_tree_yaml(component, name):
-    """salt/<component>/<name>.yaml from the state tree, or {}."""
-    for root in __opts__["file_roots"]["base"]:
-        path = os.path.join(root, component, f"{name}.yaml")
-        if os.path.isfile(path):
-            with salt.utils.files.fopen(path) as stream:
-                return salt.utils.yaml.safe_load(stream) or {}
-    return {}
-
-
 def _settings(cluster, component, node):
-    """
-    A component's settings for ``node`` as its states see them
-    (salt/settings.jinja): defaults, its OS family's values (from the
-    master's grains cache), then the pillar.
-    """
+    """A component's settings for ``node``, its OS family from the master's
+    grains cache."""
     os_family = (__salt__["cache.grains"](tgt=node).get(node) or {}).get("os_family")
-    os_family_values = _state_tree_yaml(component, "osfamilymap").get(os_family) or {}
-    defaults = _state_tree_yaml(component, "defaults").get(component) or {}
-    return component_settings(component, defaults, os_family_values, cluster.pillar)
+    return ha_nodes.settings(__opts__, cluster.pillar, component, os_family)
 
 
 def _cluster():
@@ -241,7 +185,7 @@ def status(as_text=None):
     cluster = _cluster()
     pg_nodes, redis_nodes = cluster.database_nodes(), cluster.redis_nodes()
     answering = _answering(sorted(set(pg_nodes) | set(redis_nodes)))
-    pg_states, redis_states = _data_tier_states(cluster, answering)
+    pg_states, redis_states = _nodes().data_tier_states(cluster, answering)
     report.add_standby_lag(pg_states)
     url = _health_url(cluster)
     path = record_path(__opts__)
@@ -305,31 +249,13 @@ def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None):
 
 def _plan(cluster, action, force, switch_back, max_lag_bytes):
     answering = _answering(cluster.nodes)
-    refusal = failover.pillar_refusal(_render_validation(sorted(answering)))
-    pg_states = {} if refusal else _statuses(
-        sorted(answering & set(cluster.database_nodes())), "pg_replication.status")
+    refusal = failover.pillar_refusal(_nodes().render_validation(sorted(answering)))
+    pg_states = {} if refusal else _nodes().data_tier_states(cluster, answering)[0]
     last_lsn, seen_at = (_last_known_lsn(cluster.primary) if action == "failover" and not refusal
                          else (None, None))
     return failover.plan(cluster, action, answering, pg_states, force=force,
                          switch_back=switch_back, max_lag_bytes=max_lag_bytes,
                          last_primary_lsn=last_lsn, last_seen_at=seen_at, refusal=refusal)
-
-
-def _render_validation(nodes):
-    """
-    The pillar validation (salt/validate, which every highstate renders
-    first) as the first answering node renders it: a dict when the pillar is
-    valid, the render errors otherwise, None when no node answers. A
-    runbook must not act on a pillar the highstate refuses.
-    """
-    if not nodes:
-        return None
-    reply = _client().cmd(nodes[0], "state.show_sls", ["validate"], timeout=60, full_return=True)
-    rendered = reply.get(nodes[0], {}).get("ret")
-    if not isinstance(rendered, (dict, list)):
-        raise errors.OperationFailed(
-            f"{nodes[0]} did not render the pillar validation: {rendered}")
-    return rendered
 
 
 # --- Steps of the runbooks (titles and advice: ha_core.runbook) ----------------------
@@ -371,11 +297,7 @@ def pg_shut_down_primary(node, reason):
     """
     def action():
         _call(node, "pg_replication.fence", reason=reason, timeout=_LONG_SECONDS)
-        state = _call(node, "pg_replication.status")
-        if state["running"] or state["cluster_state"] != "shut down":
-            raise errors.OperationFailed(f"PostgreSQL on {node} is {state['cluster_state']} "
-                                         f"(running: {state['running']}), not cleanly shut down")
-        return {"checkpoint": state["last_checkpoint_lsn"], "fenced": state["fenced"]}
+        return runbook.shut_down(node, _call(node, "pg_replication.status"))
 
     return _step("pg_shut_down_primary", action, node=node)
 
@@ -422,18 +344,8 @@ def pg_promote(node, old_primary, planned=True):
         checkpoint = (_call(old_primary, "pg_replication.status")["last_checkpoint_lsn"]
                       if planned else None)
         promoted = _call(node, "pg_replication.promote", force=not planned, timeout=_LONG_SECONDS)
-        if planned and not failover.switch_proves_no_loss(checkpoint, promoted["switch_lsn"]):
-            raise errors.OperationFailed(
-                f"the new timeline {promoted['timeline']} begins at {promoted['switch_lsn']}, "
-                f"not after {old_primary}'s checkpoint {checkpoint}")
-        state = _call(node, "pg_replication.status")
-        if state["role"] != "primary":
-            raise errors.OperationFailed(f"{node} is {state['role']} after its promotion")
-        verified = {"timeline": promoted["timeline"], "switch": promoted["switch_lsn"],
-                    "writable after": f"{promoted['seconds']} s"}
-        if planned:
-            verified["old checkpoint"] = checkpoint
-        return verified
+        return runbook.promoted(node, old_primary, checkpoint, promoted,
+                                _call(node, "pg_replication.status"))
 
     return _step("pg_promote", action, node=node)
 
@@ -453,18 +365,11 @@ def redis_switch(node, old_master, planned=True):
     def action():
         promoted = _call(node, "redis_replication.promote", force=not planned,
                          timeout=_LONG_SECONDS)
-        state = _call(node, "redis_replication.status")
-        if state["role"] != "master":
-            raise errors.OperationFailed(f"Redis on {node} is {state['role']} after its promotion")
-        verified = {"method": promoted["method"], "offset": promoted["offset"]}
+        verified = runbook.redis_promoted(node, promoted, _call(node, "redis_replication.status"))
         if planned:
             saved = _call(old_master, "redis_replication.save_role")
-            old = _call(old_master, "redis_replication.status")
-            if old["role"] != "replica" or old["master_link_status"] != "up":
-                raise errors.OperationFailed(
-                    f"Redis on {old_master} is {old['role']} with link "
-                    f"{old.get('master_link_status')}, not a replica of {node}")
-            verified["old master"] = f"replica ({saved['role']} saved)"
+            verified.update(runbook.redis_old_master_follows(
+                old_master, node, saved, _call(old_master, "redis_replication.status")))
         return verified
 
     return _step("redis_switch", action, node=node, old_master=old_master)
@@ -487,15 +392,8 @@ def airflow_follow(wait=300, down=None):
     def action():
         cluster = _cluster()
         nodes = sorted(_answering(cluster.airflow_nodes(), down))
-        replies = _client().cmd(nodes, "state.sls", ["airflow.config"], tgt_type="list",
-                                timeout=_LONG_SECONDS)
-        for node in nodes:
-            reply = replies.get(node)
-            if not isinstance(reply, dict):
-                raise errors.OperationFailed(f"airflow.config on {node}: {reply}")
-            failed = [r.get("comment") for r in reply.values() if r.get("result") is False]
-            if failed:
-                raise errors.OperationFailed(f"airflow.config on {node} failed: {failed}")
+        runbook.state_applied("airflow.config", nodes,
+                              _nodes().apply(nodes, "airflow.config", _LONG_SECONDS))
         restarted = []
         for role, no_block in runbook.RESTART_ORDER:
             for node in sorted(set(cluster.with_role(role)) & set(nodes)):
@@ -536,14 +434,8 @@ def pg_rejoin(node, primary):
               timeout=_LONG_SECONDS)
         rejoined = _call(node, "pg_replication.rejoin", primary=_cluster().address(primary),
                          timeout=_LONG_SECONDS)
-        if not failover.streams_from(node, _call(node, "pg_replication.status"),
-                                     _call(primary, "pg_replication.status")):
-            raise errors.OperationFailed(f"{node} does not stream from {primary} after its rejoin")
-        verified = {"method": rejoined["method"], "rejoin": f"{rejoined['seconds']} s",
-                    "timeline": rejoined["timeline"]}
-        if "rewind_error" in rejoined:
-            verified["rewind failed"] = rejoined["rewind_error"]
-        return verified
+        return runbook.rejoined(node, primary, rejoined, _call(node, "pg_replication.status"),
+                                _call(primary, "pg_replication.status"))
 
     return _step("pg_rejoin", action, node=node, primary=primary)
 
@@ -562,10 +454,7 @@ def redis_follow(node, master):
     def action():
         followed = _call(node, "redis_replication.replicate_from", _cluster().address(master),
                          timeout=_LONG_SECONDS)
-        if followed["role"] != "replica" or followed["master_link_status"] != "up":
-            raise errors.OperationFailed(f"Redis on {node} does not follow {master} "
-                                         "with its link up")
-        return {"replica of": master, "changed": followed["changed"]}
+        return runbook.redis_follows(node, master, followed)
 
     return _step("redis_follow", action, master=master, node=node)
 
@@ -617,7 +506,7 @@ def verify(wait=120, down=None):
 
         def problems():
             return failover.topology_problems(
-                cluster.primary, *_data_tier_states(cluster, answering),
+                cluster.primary, *_nodes().data_tier_states(cluster, answering),
                 set(nodes) - answering, cluster.address(cluster.primary))
 
         probes.wait_without_problems(problems, wait, "the expected topology")

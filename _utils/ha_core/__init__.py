@@ -10,10 +10,14 @@ Python with no Salt import, one module per concern.
   rejoins, what the standby state does with it.
 - ``redis_facts``: what Redis' configuration, role file and INFO say.
 - ``redis_decisions``: how a replica is promoted, which FAILOVER to send.
-- ``failover``: the runbooks' plan and checks, the topology's problems.
+- ``cluster``: the cluster as the pillar describes it, the topology
+  record, and the settings merge of ``salt/settings.jinja``.
+- ``failover``: the runbooks' plan, whether a switch lost nothing, the
+  topology's problems, Airflow's health.
+- ``runbook``: each runbook step's title, advice and checks.
+- ``report``: ``salt-run airflow_ha.status`` and the pre-flight as text.
+- ``probes``: waiting for a condition; reading Airflow's ``/health``.
 - ``guard``: what a start guard does, and the guard programs themselves.
-- ``cluster``: the cluster as the pillar describes it, and the topology
-  record.
 
 Why a package in ``_utils/``: ``saltutil.sync_all`` (which every highstate
 runs) ships it to the minions, the master finds it through ``utils_dirs``,
@@ -22,5 +26,6 @@ execution modules, states and runners, so they ``import ha_core`` as plain
 Python; the start guards, which run before the minion, get a copy installed
 beside them by the same state; and the unit tests import it directly.
 Everything here takes its facts as arguments: the execution modules, states,
-runner and guards do the I/O around it.
+runner (with ``_utils/ha_nodes.py``, its Salt client) and guards do the I/O
+around it.
 """

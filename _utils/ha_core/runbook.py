@@ -1,9 +1,14 @@
 """
 The steps of the runbooks (``orch/failover.sls``, ``orch/failback.sls``):
-each step's title, and what the operator does when it fails. The runner's
-step functions act and verify; this is what they print. The README's
-"When a step fails" table follows it row by row.
+each step's title, what the operator does when it fails, and the checks of
+what a step achieved, from what the nodes report. The runner's step
+functions act, ask the nodes and call these; a check returns what it
+verified, for the step's progress line, or raises OperationFailed. The
+README's "When a step fails" table follows the catalogue row by row.
 """
+
+from ha_core.errors import OperationFailed
+from ha_core.failover import streams_from, switch_proves_no_loss
 
 # The order airflow_follow restarts Airflow in, after the new configuration:
 # (role, whether to return before the unit has restarted). Each role's unit
@@ -74,3 +79,76 @@ def title(step, **names):
 def advice(step, **names):
     """What to do when the step fails, with its nodes named."""
     return STEPS[step][1].format(**names)
+
+
+# --- Checks of what a step achieved -------------------------------------------------
+
+
+def shut_down(node, state):
+    """The primary on ``node`` is down, cleanly shut down: its last checkpoint."""
+    if state["running"] or state["cluster_state"] != "shut down":
+        raise OperationFailed(f"PostgreSQL on {node} is {state['cluster_state']} "
+                              f"(running: {state['running']}), not cleanly shut down")
+    return {"checkpoint": state["last_checkpoint_lsn"], "fenced": state["fenced"]}
+
+
+def promoted(node, old_primary, checkpoint, promotion, state):
+    """``node`` is a primary now; when ``checkpoint`` (the old primary's
+    shutdown checkpoint) is given, its new timeline begins after it."""
+    if checkpoint is not None and not switch_proves_no_loss(checkpoint, promotion["switch_lsn"]):
+        raise OperationFailed(
+            f"the new timeline {promotion['timeline']} begins at {promotion['switch_lsn']}, "
+            f"not after {old_primary}'s checkpoint {checkpoint}")
+    if state["role"] != "primary":
+        raise OperationFailed(f"{node} is {state['role']} after its promotion")
+    verified = {"timeline": promotion["timeline"], "switch": promotion["switch_lsn"],
+                "writable after": f"{promotion['seconds']} s"}
+    if checkpoint is not None:
+        verified["old checkpoint"] = checkpoint
+    return verified
+
+
+def redis_promoted(node, promotion, state):
+    """Redis on ``node`` is the master after its promotion."""
+    if state["role"] != "master":
+        raise OperationFailed(f"Redis on {node} is {state['role']} after its promotion")
+    return {"method": promotion["method"], "offset": promotion["offset"]}
+
+
+def redis_old_master_follows(old_master, node, saved, state):
+    """The old master is a replica with its link up, its role saved."""
+    if state["role"] != "replica" or state["master_link_status"] != "up":
+        raise OperationFailed(f"Redis on {old_master} is {state['role']} with link "
+                              f"{state.get('master_link_status')}, not a replica of {node}")
+    return {"old master": f"replica ({saved['role']} saved)"}
+
+
+def redis_follows(node, master, followed):
+    """Redis on ``node`` follows ``master`` with its link up."""
+    if followed["role"] != "replica" or followed["master_link_status"] != "up":
+        raise OperationFailed(f"Redis on {node} does not follow {master} with its link up")
+    return {"replica of": master, "changed": followed["changed"]}
+
+
+def state_applied(sls, nodes, replies):
+    """Every node's run of the state ``sls`` (``{node: state results}``)
+    rendered and succeeded."""
+    for node in nodes:
+        reply = replies.get(node)
+        if not isinstance(reply, dict):
+            raise OperationFailed(f"{sls} on {node}: {reply}")
+        failed = [result.get("comment") for result in reply.values()
+                  if result.get("result") is False]
+        if failed:
+            raise OperationFailed(f"{sls} on {node} failed: {failed}")
+
+
+def rejoined(node, primary, rejoin, state, primary_state):
+    """``node`` streams from ``primary`` after ``pg_replication.rejoin``."""
+    if not streams_from(node, state, primary_state):
+        raise OperationFailed(f"{node} does not stream from {primary} after its rejoin")
+    verified = {"method": rejoin["method"], "rejoin": f"{rejoin['seconds']} s",
+                "timeline": rejoin["timeline"]}
+    if "rewind_error" in rejoin:
+        verified["rewind failed"] = rejoin["rewind_error"]
+    return verified

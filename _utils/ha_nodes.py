@@ -1,0 +1,109 @@
+"""
+Asking the nodes from the master, for the ``airflow_ha`` runner: Salt's
+LocalClient with the timeouts and failure reports the runbook steps rely
+on, and the state tree's settings files. The Salt-side counterpart of the
+core (``ha_core``, which imports no Salt); imported by the runner as plain
+Python (Salt's loader puts ``_utils`` on ``sys.path``).
+"""
+
+import os
+
+import salt.client
+import salt.utils.files
+import salt.utils.yaml
+from ha_core import errors
+from ha_core.cluster import component_settings
+
+# How long a node may take to answer before it counts as down.
+PING_SECONDS = 3
+
+
+class Nodes:
+    """The minions of this master, asked through its LocalClient."""
+
+    def __init__(self, opts):
+        self.client = salt.client.get_local_client(mopts=opts)
+
+    def answering(self, nodes, down=None):
+        """
+        The subset of nodes whose minions answer within a few seconds; nodes
+        in ``down`` (found down by a pre-flight) are not asked again.
+        """
+        nodes = sorted(set(nodes) - set(down or ()))
+        if not nodes:
+            return set()
+        replies = self.client.cmd(nodes, "test.ping", tgt_type="list", timeout=PING_SECONDS,
+                                  gather_job_timeout=PING_SECONDS)
+        return {node for node in nodes if replies.get(node) is True}
+
+    def call(self, node, function, *args, timeout=120, **kwargs):
+        """
+        Run an execution module function on one node and return its result;
+        Unreachable when the node does not answer, OperationFailed when the
+        function fails.
+        """
+        reply = self.client.cmd(node, function, arg=list(args), kwarg=kwargs or None,
+                                timeout=timeout, full_return=True)
+        if node not in reply:
+            raise errors.Unreachable(f"{node} did not answer {function} within {timeout} s")
+        result = reply[node]
+        if result.get("retcode", 0) != 0:
+            raise errors.OperationFailed(f"{function} on {node} failed: {result.get('ret')}")
+        return result.get("ret")
+
+    def statuses(self, nodes, function):
+        """``{node: status}`` (``function``'s result) of the nodes that answer."""
+        replies = self.client.cmd(list(nodes), function, tgt_type="list", timeout=30,
+                                  full_return=True)
+        return {node: reply["ret"] for node, reply in replies.items()
+                if reply.get("retcode", 0) == 0 and isinstance(reply.get("ret"), dict)}
+
+    def data_tier_states(self, cluster, answering):
+        """The pg_replication and redis_replication statuses of the answering
+        database and Redis nodes, as two ``{node: status}``."""
+        return (self.statuses(sorted(answering & set(cluster.database_nodes())),
+                              "pg_replication.status"),
+                self.statuses(sorted(answering & set(cluster.redis_nodes())),
+                              "redis_replication.status"))
+
+    def apply(self, nodes, sls, timeout):
+        """Run the state ``sls`` on the nodes; ``{node: state results}``."""
+        return self.client.cmd(list(nodes), "state.sls", [sls], tgt_type="list",
+                               timeout=timeout)
+
+    def render_validation(self, nodes):
+        """
+        The pillar validation (salt/validate, which every highstate renders
+        first) as the first of ``nodes`` renders it: a dict when the pillar
+        is valid, the render errors otherwise, None when there is no node.
+        """
+        if not nodes:
+            return None
+        reply = self.client.cmd(nodes[0], "state.show_sls", ["validate"], timeout=60,
+                                full_return=True)
+        rendered = reply.get(nodes[0], {}).get("ret")
+        if not isinstance(rendered, (dict, list)):
+            raise errors.OperationFailed(
+                f"{nodes[0]} did not render the pillar validation: {rendered}")
+        return rendered
+
+
+def _state_tree_yaml(opts, component, name):
+    """salt/<component>/<name>.yaml from the master's state tree, or {}."""
+    for root in opts["file_roots"]["base"]:
+        path = os.path.join(root, component, f"{name}.yaml")
+        if os.path.isfile(path):
+            with salt.utils.files.fopen(path) as stream:
+                return salt.utils.yaml.safe_load(stream) or {}
+    return {}
+
+
+def settings(opts, pillar, component, os_family):
+    """
+    A component's settings as its states see them on a node of ``os_family``
+    (salt/settings.jinja): defaults.yaml, the OS family's values from
+    osfamilymap.yaml, then the pillar.
+    """
+    os_family_values = _state_tree_yaml(opts, component, "osfamilymap").get(os_family) or {}
+    defaults = _state_tree_yaml(opts, component, "defaults").get(component) or {}
+    return component_settings(component, defaults, os_family_values, pillar)
