@@ -10,12 +10,18 @@ import pytest
 import yaml
 from salt.exceptions import CommandExecutionError
 
+from ha_core.cluster import Cluster
 from tests.render.conftest import PILLAR
+from tests.topology_cases import PRIMARY_CASES
+
 ENVIRONMENTS = sorted(path.name for path in PILLAR.iterdir() if (path / "init.sls").exists())
 OS_FAMILIES = {
     "Debian": {"packages": "procps", "nologin": "/usr/sbin/nologin"},
     "RedHat": {"packages": "procps-ng", "nologin": "/sbin/nologin"},
 }
+
+
+LAB_PILLAR = yaml.safe_load((PILLAR / "lab" / "cluster.sls").read_text())
 
 
 def environment_nodes(environment):
@@ -120,6 +126,15 @@ def test_the_topology_record_moves_every_role_that_follows_the_primary(render):
     assert "?host=10.11.12.20,10.11.12.10&" in airflow["sql_alchemy_conn"]
     assert "target_session_attrs=read-write" in airflow["sql_alchemy_conn"]
     assert airflow["result_backend"] == "db+" + airflow["sql_alchemy_conn"]
+
+
+@pytest.mark.parametrize("name, record, expected", PRIMARY_CASES, ids=[c[0] for c in PRIMARY_CASES])
+def test_the_jinja_primary_rule_is_the_pythons(render, name, record, expected):
+    """current_primary() in salt/settings.jinja against the same cases as
+    ha_core.cluster.Cluster.primary (tests/unit/test_cluster.py)."""
+    standby = render("lab", "airflow-worker1", "Debian", topology=record)
+    broker = state_args(standby, "airflow-config", "file")["context"]["airflow"]["broker_url"]
+    assert f"@{Cluster(LAB_PILLAR).address(expected)}:6379/0" in broker
 
 
 def test_workers_and_load_balancers_get_no_data_tier(render):
