@@ -102,16 +102,6 @@ def guard_postgresql(data_dir, psql, passfile, user, *peers):
     return 0
 
 
-def _replace_keeping_owner(path, text):
-    owner = os.stat(path)
-    temporary = f"{path}.start-guard"
-    with open(temporary, "w", encoding="utf-8") as stream:
-        stream.write(text)
-    os.chown(temporary, owner.st_uid, owner.st_gid)
-    os.chmod(temporary, owner.st_mode & 0o777)
-    os.replace(temporary, path)
-
-
 def guard_redis(role_file, config_file, redis_cli, *peers):
     with open(role_file, encoding="utf-8") as stream:
         role = redis_facts.role_from_role_file(stream.read(), role_file)
@@ -122,8 +112,7 @@ def guard_redis(role_file, config_file, redis_cli, *peers):
         masters = [peer for peer in peers if _is_redis_master(redis_cli, password, peer)]
     action, master = redis_action(role, masters)
     if action == "follow":
-        _replace_keeping_owner(role_file, redis_facts.role_file_content(
-            ("replica", addresses.parse(master, 6379))))
+        redis_facts.save_role_file(role_file, ("replica", addresses.parse(master, 6379)))
         _say(f"{master} is already the Redis master; this node follows it")
     return 0
 

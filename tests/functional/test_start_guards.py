@@ -234,7 +234,8 @@ def test_redis_guard_makes_a_former_master_follow_the_promoted_peer(redis_pair):
     stat = old_master.role_file.stat()
     assert (stat.st_uid, stat.st_gid, oct(stat.st_mode & 0o777)) == (
         redis_user.pw_uid, redis_user.pw_gid, "0o640")
-    assert not list(old_master.directory.glob("*.start-guard")), "a temporary file was left"
+    leftovers = [path.name for path in old_master.directory.iterdir() if path.name[0] == "."]
+    assert not leftovers, "a temporary file was left"
 
     old_master.start()
     wait_until(old_master.link_up, START_TIMEOUT_SECONDS, "the former master's link")
