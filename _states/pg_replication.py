@@ -6,6 +6,7 @@ Build a PostgreSQL streaming standby, once.
     postgresql-standby:
       pg_replication.standby:
         - primary: airflow-server1
+        - primary_address: 10.11.12.10
         - database: airflow
 
 The data directory is replaced by a copy of the primary's (through
@@ -17,44 +18,20 @@ fenced former primary is left for ``orch.failback`` to rejoin.
 
 from salt.exceptions import CommandExecutionError
 
-
-def standby_action(status, primary, holds_database):
-    """
-    Decide what the standby state does with this node, from its
-    ``pg_replication.status``: ``("keep", why)``, ``("build", why)`` or
-    ``("refuse", why)``.
-    """
-    following = status.get("standby_of") or {}
-    host, _, port = primary.partition(":")
-    if following.get("host") == host and (not port or str(following.get("port")) == port):
-        return "keep", f"already a standby of {primary}"
-    if status.get("fenced"):
-        return "refuse", (
-            "this node was fenced after a failover; rejoin it with "
-            "`salt-run state.orchestrate orch.failback`, not with a highstate"
-        )
-    if status.get("role") == "primary" and holds_database:
-        return "refuse", (
-            f"this node runs as a primary holding the Airflow database while the "
-            f"pillar names {primary} as the primary; a highstate never overwrites "
-            f"a primary: check which node is the primary (pg_replication.status on "
-            f"both) and use orch.failover or orch.failback"
-        )
-    if following:
-        where = following["host"] + (f":{following['port']}" if following.get("port") else "")
-        return "build", f"follows {where}, not {primary}"
-    return "build", "not a standby yet"
+from ha_core import errors, pg_decisions
 
 
-def standby(name, primary, database):
+def standby(name, primary, database, primary_address=None):
     """
     Make this node a streaming standby of ``primary`` unless it already is one.
 
     name
         The state's name (free text).
     primary
-        The node the standby streams from: HOST or HOST:PORT (a cluster
-        node name in the states).
+        The node the standby streams from: its name (HOST or HOST:PORT).
+    primary_address
+        Its address, which a new standby is given (default: ``primary``); a
+        standby that follows the node by name or by address is kept.
     database
         The Airflow database: a primary that holds it is never overwritten.
     """
@@ -63,7 +40,11 @@ def standby(name, primary, database):
     holds_database = status["role"] == "primary" and __salt__["pg_replication.database_exists"](
         database
     )
-    action, why = standby_action(status, primary, holds_database)
+    try:
+        action, why = pg_decisions.standby_action(status, primary, holds_database,
+                                                  primary_address)
+    except errors.InvalidInput as error:  # the primary is not an address
+        action, why = "refuse", str(error)
     if action == "keep":
         ret["comment"] = why
         return ret
@@ -78,7 +59,7 @@ def standby(name, primary, database):
         return ret
     try:
         __salt__["pg_replication.stop"]()
-        result = __salt__["pg_replication.rejoin"](primary=primary)
+        result = __salt__["pg_replication.rejoin"](primary=primary_address or primary)
     except CommandExecutionError as error:
         # The primary may still be coming up on a fresh environment: the
         # state's retry settings try again.

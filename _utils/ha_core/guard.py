@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 
-from ha_core import addresses, pg_facts, redis_facts
+from ha_core import addresses, pg_commands, pg_datadir, pg_facts, redis_facts
 from ha_core.errors import HaError
 
 INSTALLED_PROGRAM = "/usr/local/sbin/airflow-ha-start-guard"
@@ -70,7 +70,7 @@ def _is_writable_primary(psql, passfile, user, peer):
     conninfo = pg_facts.format_conninfo({"host": host, "port": port, "user": user,
                                          "dbname": "postgres", "connect_timeout": 3,
                                          "passfile": passfile})
-    result = _ask(pg_facts.psql_args(psql, conninfo), peer, input="select pg_is_in_recovery()")
+    result = _ask(pg_commands.psql_args(psql, conninfo), peer, input="select pg_is_in_recovery()")
     if result is not None and result.returncode != 0:
         # Down, a warm standby, or refusing us: a refused login is worth
         # knowing, since it blinds the guard.
@@ -91,13 +91,13 @@ def _is_redis_master(redis_cli, password, peer):
 
 
 def guard_postgresql(data_dir, psql, passfile, user, *peers):
-    starts_as_standby = os.path.exists(os.path.join(data_dir, pg_facts.STANDBY_SIGNAL))
+    starts_as_standby = os.path.exists(os.path.join(data_dir, pg_datadir.STANDBY_SIGNAL))
     writable = [] if starts_as_standby else [
         peer for peer in peers if _is_writable_primary(psql, passfile, user, peer)]
     action, reason = postgresql_action(starts_as_standby, writable)
     if action == "fence":
         owner = os.stat(data_dir)
-        pg_facts.write_fence(data_dir, reason, owner.st_uid, owner.st_gid)
+        pg_datadir.write_fence(data_dir, reason, owner.st_uid, owner.st_gid)
         print(reason, file=sys.stderr)
     return 0
 

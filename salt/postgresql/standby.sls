@@ -10,6 +10,7 @@ include:
 postgresql-standby:
   pg_replication.standby:
     - primary: {{ postgresql.primary }}
+    - primary_address: {{ postgresql.nodes[postgresql.primary].address }}
     - database: {{ postgresql.database }}
     - retry:
         attempts: 30

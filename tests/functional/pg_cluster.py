@@ -205,12 +205,6 @@ class Node:
         self.log_file.unlink(missing_ok=True)
 
 
-def lsn(text):
-    """The integer position of an LSN such as "0/3000148"."""
-    high, low = text.split("/")
-    return (int(high, 16) << 32) | int(low, 16)
-
-
 def wait_for(predicate, timeout, what):
     """Poll until predicate() returns something true; return it and the seconds taken."""
     started = time.monotonic()

@@ -5,9 +5,9 @@ promotion and rejoin times) are measurements, not assertions."""
 import pytest
 from salt.exceptions import CommandExecutionError
 
+from ha_core.pg_facts import parse_lsn as lsn
 from tests.functional.pg_cluster import (  # noqa: F401 (fixtures)
     initdb,
-    lsn,
     pg_nodes,
     pg_pair,
     streaming_standbys,

@@ -4,7 +4,7 @@ passwords never show, and a standby built once and then left alone."""
 import subprocess
 import threading
 
-from tests.conftest import REPO, load_module
+from ha_core import pg_facts
 from tests.functional.pg_cluster import (  # noqa: F401 (fixtures)
     initdb,
     pg_nodes,
@@ -12,8 +12,6 @@ from tests.functional.pg_cluster import (  # noqa: F401 (fixtures)
     streaming_standbys,
     wait_for,
 )
-
-pg_role = load_module(REPO / "_states" / "pg_role.py")
 
 
 def states(node):
@@ -28,7 +26,7 @@ def test_role_is_created_then_left_alone_then_its_password_changed(pg_pair):
     created = present(name="airflow", password="first-secret", member_of=["pg_monitor"])
     assert created.result is True and created.changes == {"role": "created", "member_of": ["pg_monitor"]}
     verifier = primary.sql("select rolpassword from pg_authid where rolname = 'airflow'")
-    assert pg_role.scram_password_matches(verifier, "first-secret")
+    assert pg_facts.scram_password_matches(verifier, "first-secret")
 
     again = present(name="airflow", password="first-secret", member_of=["pg_monitor"])
     assert again.result is True and again.changes == {}
@@ -36,7 +34,7 @@ def test_role_is_created_then_left_alone_then_its_password_changed(pg_pair):
     changed = present(name="airflow", password="second-secret")
     assert changed.changes == {"password": "changed"}
     verifier = primary.sql("select rolpassword from pg_authid where rolname = 'airflow'")
-    assert pg_role.scram_password_matches(verifier, "second-secret")
+    assert pg_facts.scram_password_matches(verifier, "second-secret")
     for ret in (created, again, changed):
         assert "secret" not in repr(ret.raw)
 

@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+# lsn: test_faults.py imports it from here too.
+from ha_core.pg_facts import parse_lsn as lsn
 from tests.conftest import REPO, bin_lab, salt_json
 
 pytestmark = pytest.mark.lab
@@ -25,11 +27,6 @@ def redis_info(node):
               "redis-cli --no-auth-warning info replication")
     info = bin_lab("exec", node, "--", "sh", "-c", script).stdout
     return dict(line.split(":", 1) for line in info.split() if ":" in line)
-
-
-def lsn(text):
-    high, low = text.split("/")
-    return (int(high, 16) << 32) + int(low, 16)
 
 
 def test_primary_streams_to_the_standby_seen_with_psql(lab):

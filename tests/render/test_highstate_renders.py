@@ -119,6 +119,8 @@ def test_the_topology_record_moves_every_role_that_follows_the_primary(render):
     worker = render("lab", "airflow-worker1", "Debian", topology=record)
     assert "postgresql-airflow-database" in new_primary and "postgresql-standby" not in new_primary
     assert state_args(old_primary, "postgresql-standby", "pg_replication")["primary"] == "airflow-server2"
+    assert state_args(old_primary, "postgresql-standby",
+                      "pg_replication")["primary_address"] == "10.11.12.20"
     assert state_args(old_primary, "redis-initial-role", "file")["context"]["master_address"] == "10.11.12.20"
     airflow = state_args(worker, "airflow-config", "file")["context"]["airflow"]
     assert "@10.11.12.20:6379/0" in airflow["broker_url"]

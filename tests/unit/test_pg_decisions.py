@@ -1,0 +1,214 @@
+"""ha_core.pg_decisions: a server's role, whether it may be promoted, how it
+rejoins, what the standby state does with it, what the role state changes."""
+
+import pytest
+
+from ha_core import errors, pg_decisions
+from tests.unit.test_pg_facts import scram_verifier
+
+MiB = 2**20
+
+
+@pytest.mark.parametrize("running, cluster_state, standby_signal, role", [
+    (False, "in production", False, "stopped"),  # crashed: the control file says so
+    (False, "shut down in recovery", True, "stopped"),
+    (True, "in production", True, "primary"),  # e.g. while being fenced
+    (True, "in archive recovery", False, "standby"),
+    (True, "shut down", True, "standby"),  # just started, recovery not begun yet
+    (True, "in crash recovery", False, "primary"),
+])
+def test_a_server_role_comes_from_its_control_file_then_its_signal_file(
+        running, cluster_state, standby_signal, role):
+    assert pg_decisions.server_role(running, cluster_state, standby_signal) == role
+
+
+# --- promotion_blockers --------------------------------------------------------------
+
+
+def test_only_a_running_standby_can_be_promoted_even_by_force():
+    for role in ("primary", "stopped"):
+        assert pg_decisions.promotion_blockers(role, False, True, 0, force=True) == [
+            f"it is {role}, not a running standby"]
+
+
+def test_a_healthy_standby_may_be_promoted():
+    assert pg_decisions.promotion_blockers("standby", False, True, None) == []
+    assert pg_decisions.promotion_blockers("standby", False, False, 10, max_lag_bytes=MiB) == []
+
+
+def test_a_fenced_standby_is_promoted_only_by_force():
+    [reason] = pg_decisions.promotion_blockers("standby", True, True, 0)
+    assert "fenced" in reason
+    assert pg_decisions.promotion_blockers("standby", True, True, 0, force=True) == []
+
+
+def test_lag_blocks_promotion_only_when_the_primary_is_unreachable():
+    [reason] = pg_decisions.promotion_blockers("standby", False, False, 2 * MiB, max_lag_bytes=MiB)
+    assert "unreachable and the standby is 2097152 bytes of WAL behind (more than 1048576)" in (
+        reason)
+    [reason] = pg_decisions.promotion_blockers("standby", False, False, None, max_lag_bytes=MiB)
+    assert "lag is unknown" in reason
+    assert pg_decisions.promotion_blockers("standby", False, True, 2 * MiB,
+                                           max_lag_bytes=MiB) == []
+    assert pg_decisions.promotion_blockers("standby", False, False, 2 * MiB) == []  # no limit
+    assert pg_decisions.promotion_blockers("standby", False, False, 2 * MiB, MiB,
+                                           force=True) == []
+
+
+# --- choose_rejoin_method, rejoin_method ---------------------------------------------
+
+
+# The new primary left timeline 1 at 0/30268F8 and is at 0/5000000 on timeline 2.
+PROMOTED = [(1, 0x30268F8), (2, 0x5000000)]
+
+
+@pytest.mark.parametrize("local_timeline, local_last_lsn, rewind_possible, method", [
+    # Shut down cleanly before the switch (a planned switchover): its WAL is
+    # all in the new primary's history.
+    (1, 0x3026880, True, "none"),
+    (1, 0x3026880, False, "none"),
+    # Wrote on timeline 1 past the switch: diverged.
+    (1, 0x30268F8, True, "rewind"),
+    (1, 0x4000000, True, "rewind"),
+    (1, 0x4000000, False, "basebackup"),
+    # Crashed or was in recovery: where its WAL ends is unknown.
+    (1, None, True, "rewind"),
+    (1, None, False, "basebackup"),
+    # A standby of the current timeline that is behind.
+    (2, 0x4000000, False, "none"),
+    (2, 0x6000000, True, "rewind"),
+    # A sibling timeline (promoted elsewhere too): not in the primary's history.
+    (3, 0x3100000, True, "rewind"),
+])
+def test_the_rejoin_method_follows_the_timelines(
+        local_timeline, local_last_lsn, rewind_possible, method):
+    assert pg_decisions.choose_rejoin_method(
+        same_cluster=True, local_timeline=local_timeline, local_last_lsn=local_last_lsn,
+        primary_timelines=PROMOTED, rewind_possible=rewind_possible) == method
+
+
+def test_a_node_of_another_cluster_rejoins_by_base_backup():
+    assert pg_decisions.choose_rejoin_method(
+        same_cluster=False, local_timeline=1, local_last_lsn=0x100, primary_timelines=PROMOTED,
+        rewind_possible=True) == "basebackup"
+
+
+IDENTITY = {"system_identifier": "7311650800973885350", "timeline": 2, "flush_lsn": 0x5000000}
+SHUT_DOWN = {
+    "Database cluster state": "shut down",
+    "Database system identifier": "7311650800973885350",
+    "Latest checkpoint's TimeLineID": "1",
+    "Latest checkpoint location": "0/3026880",
+    "wal_log_hints setting": "off",
+    "Data page checksum version": "0",
+}
+
+
+@pytest.mark.parametrize("control, method", [
+    (SHUT_DOWN, "none"),
+    ({**SHUT_DOWN, "Latest checkpoint location": "0/4000000"}, "basebackup"),
+    ({**SHUT_DOWN, "Latest checkpoint location": "0/4000000", "wal_log_hints setting": "on"},
+     "rewind"),
+    ({**SHUT_DOWN, "Latest checkpoint location": "0/4000000",
+      "Data page checksum version": "1"}, "rewind"),
+    # Crashed: its last checkpoint is not its last record.
+    ({**SHUT_DOWN, "Database cluster state": "in production"}, "basebackup"),
+    ({**SHUT_DOWN, "Database system identifier": "1"}, "basebackup"),
+])
+def test_the_rejoin_method_is_read_from_pg_controldata(control, method):
+    assert pg_decisions.rejoin_method(control, IDENTITY, PROMOTED) == method
+
+
+# --- standby_action -------------------------------------------------------------------
+
+
+standby_action = pg_decisions.standby_action
+
+
+def test_a_standby_of_the_primary_is_kept():
+    status = {"role": "standby", "standby_of": {"host": "airflow-server1", "port": 5432}}
+    assert standby_action(status, "airflow-server1", False)[0] == "keep"
+
+
+@pytest.mark.parametrize("host", ["airflow-server1", "10.11.12.10"])
+def test_a_standby_following_the_primary_by_name_or_by_address_is_kept(host):
+    status = {"role": "standby", "standby_of": {"host": host, "port": 5432}}
+    assert standby_action(status, "airflow-server1", False, "10.11.12.10")[0] == "keep"
+    assert standby_action(status, "airflow-server2", False, "10.11.12.20")[0] == "build"
+
+
+def test_a_fresh_package_cluster_is_built_as_standby():
+    assert standby_action({"role": "primary", "standby_of": None}, "airflow-server1", False)[0] == "build"
+
+
+def test_a_primary_with_the_airflow_database_is_never_overwritten():
+    action, why = standby_action({"role": "primary"}, "airflow-server1", True)
+    assert action == "refuse" and "never overwrites a primary" in why
+
+
+def test_a_fenced_node_is_left_for_failback():
+    action, why = standby_action({"role": "stopped", "fenced": True}, "airflow-server2", False)
+    assert action == "refuse" and "orch.failback" in why
+
+
+def test_a_standby_of_another_node_is_rebuilt():
+    status = {"role": "standby", "standby_of": {"host": "airflow-server9"}}
+    assert standby_action(status, "airflow-server1", False) == (
+        "build", "follows airflow-server9, not airflow-server1")
+
+
+def test_the_primary_may_be_given_with_its_port():
+    status = {"role": "standby", "standby_of": {"host": "127.0.0.1", "port": 5433}}
+    assert standby_action(status, "127.0.0.1:5433", False)[0] == "keep"
+    assert standby_action(status, "127.0.0.1:5434", False)[0] == "build"
+
+
+def test_the_primary_is_read_as_every_node_address_is():
+    status = {"role": "standby", "standby_of": {"host": "fd00::10", "port": 5433}}
+    assert standby_action(status, "[fd00::10]:5433", False)[0] == "keep"
+    assert standby_action(status, "[fd00::10]", False)[0] == "keep"
+    assert standby_action(status, "[fd00::20]", False) == (
+        "build", "follows [fd00::10]:5433, not [fd00::20]")
+    with pytest.raises(errors.InvalidInput, match="give HOST or HOST:PORT"):
+        standby_action(status, "fd00::10", False)
+
+
+# --- role_changes -----------------------------------------------------------------------
+
+
+def current_role(password="s3cret", **overrides):
+    """A role as pg_role's query returns it."""
+    return {"replication": False, "login": True, "verifier": scram_verifier(password),
+            "member_of": [], "rewind_grants": {}, **overrides}
+
+
+def test_a_missing_role_is_created_with_its_memberships_and_grants():
+    statements, changes = pg_decisions.role_changes(
+        None, "replicator", "s3cret", replication=True, member_of=["pg_monitor"],
+        rewind_source=True)
+    assert statements[:2] == [
+        "CREATE ROLE \"replicator\" LOGIN REPLICATION PASSWORD 's3cret';",
+        'GRANT "pg_monitor" TO "replicator";',
+    ]
+    assert len(statements) == 2 + 4  # the functions pg_rewind calls
+    assert changes == {"role": "created", "member_of": ["pg_monitor"],
+                       "rewind_grants": "granted"}
+
+
+def test_a_role_as_configured_is_left_alone():
+    assert pg_decisions.role_changes(current_role(member_of=["pg_monitor"]), "airflow", "s3cret",
+                                     member_of=["pg_monitor"]) == ([], {})
+
+
+def test_a_changed_password_is_set_again_and_reported_without_it():
+    statements, changes = pg_decisions.role_changes(current_role(), "airflow", "it's new")
+    assert statements == ["ALTER ROLE \"airflow\" PASSWORD 'it''s new';"]
+    assert changes == {"password": "changed"}
+
+
+def test_attributes_and_missing_grants_are_changed():
+    current = current_role(rewind_grants={"pg_catalog.pg_ls_dir(text, boolean, boolean)": False})
+    statements, changes = pg_decisions.role_changes(current, "airflow", "s3cret",
+                                                    replication=True, rewind_source=True)
+    assert statements[0] == 'ALTER ROLE "airflow" LOGIN REPLICATION;'
+    assert changes == {"replication": True, "rewind_grants": "granted"}
