@@ -24,6 +24,8 @@ def make_loaders(salt_factories):
                 "file_client": "local",
                 "file_roots": {"base": [str(REPO / "salt")]},
                 "pillar_roots": {"base": []},
+                # No failover has happened: the primary is cluster:primary.
+                "airflow_topology_record": f"{salt_factories.root_dir}/no-topology-record.json",
                 **overrides,
             },
         )
