@@ -27,13 +27,15 @@ CLI Example:
     salt-run state.orchestrate orch.failover
 """
 
+import json
 import logging
 import sys
 import time
 
 import ha_nodes
 from ha_core import errors, failover, guard, probes, report, runbook
-from ha_core.cluster import Cluster, new_record, read_record, record_path, write_record
+from ha_core.cluster import (Cluster, new_record, read_record, record_path, record_text,
+                             write_record)
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +140,26 @@ def topology():
     return {"path": path, "record": read_record(path), "preferred": _cluster().preferred}
 
 
+def _record_copy_path(cluster, node):
+    return _settings(cluster, "start_guard", node)["record_copy"]
+
+
+def _record_copies(cluster, nodes):
+    """``{node: its copy of the topology record, or None}`` of the nodes."""
+    copies = {}
+    for node in nodes:
+        path = _record_copy_path(cluster, node)
+        copies[node] = (json.loads(_call(node, "file.read", path))
+                        if _call(node, "file.file_exists", path) else None)
+    return copies
+
+
 def record_primary(node, reason):
     """
-    Record ``node`` as the PostgreSQL primary and Redis master, so that every
-    later highstate keeps it; check that the pillar now says so.
+    Record ``node`` as the PostgreSQL primary and Redis master, one
+    generation past the master's record and every database node's copy, so
+    that every later highstate keeps it; give every answering database node
+    its copy (the start guards go by it); check that the pillar now says so.
 
     CLI Example:
 
@@ -154,13 +172,24 @@ def record_primary(node, reason):
         if node not in cluster.database_nodes():
             raise errors.InvalidInput(f"{node} is not a database node of the pillar")
         path = record_path(__opts__)
-        write_record(path, new_record(node, cluster.primary, reason))
+        database_nodes = sorted(_answering(set(cluster.database_nodes()) | set(
+            cluster.redis_nodes())))
+        copies = _record_copies(cluster, database_nodes)
+        record = new_record(node, cluster.primary, reason,
+                            [read_record(path), *copies.values()])
+        write_record(path, record)
         seen = _cluster().primary
         if seen != node:
             raise errors.OperationFailed(
                 f"wrote {path}, but the pillar still names {seen} as the primary",
                 fix="check that pillar/top.sls includes topology")
-        return {"record": path, "primary": node}
+        for database_node in database_nodes:
+            runbook.state_applied("the record's copy", [database_node], {database_node: _call(
+                database_node, "state.single", "file.managed",
+                name=_record_copy_path(cluster, database_node), contents=record_text(record),
+                makedirs=True, mode="0644")})
+        return {"record": path, "primary": node, "generation": record["generation"],
+                "copies on": ", ".join(database_nodes) or "no answering node"}
 
     return _step("record_primary", action, node=node)
 
@@ -484,6 +513,60 @@ def fence_unreachable(node, primary):
                           "replica; then run orch.failback"}
 
     return _step("fence_unreachable", action, node=node)
+
+
+def unfence(node=None, wait=120):
+    """
+    Let the rightful writer take writes after start guards fenced it (they
+    could not prove which node is the writer: a peer was down or cut off).
+    The writer is the node the newest topology record names (the master's,
+    or a database node's copy), provided it answers and no answering node
+    is on a later timeline; with ``node``, refused unless it is that one.
+    Its PostgreSQL is released (its guard lets it start as the primary,
+    once) and its Redis made the master; the other answering nodes' Redis
+    follow it; a master record older than the copies is written anew.
+    Fenced former primaries stay fenced: rejoin them with orch.failback.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.unfence
+        salt-run airflow_ha.unfence airflow-server2
+    """
+    def action():
+        cluster = _cluster()
+        answering = _answering(set(cluster.database_nodes()) | set(cluster.redis_nodes()))
+        pg_states, redis_states = _nodes().data_tier_states(cluster, answering)
+        master_record = read_record(record_path(__opts__))
+        decision = failover.unfence_decision(master_record,
+                                             _record_copies(cluster, sorted(answering)),
+                                             pg_states, node)
+        if decision["refused"]:
+            raise errors.Refused(f"unfence refused: {decision['refused']}")
+        writer = decision["writer"]
+        done = {"writer": writer, "generation": decision["generation"]}
+        if pg_states[writer].get("role") != "primary":
+            released = _call(writer, "pg_replication.release",
+                             generation=decision["generation"], timeout=_LONG_SECONDS)
+            done["postgresql"] = f"released, writable after {released['seconds']} s"
+        if (redis_states.get(writer) or {}).get("role") != "master":
+            _call(writer, "redis_replication.promote", force=True, timeout=_LONG_SECONDS)
+            done["redis"] = "promoted"
+        for follower in sorted(set(redis_states) - {writer}):
+            _call(follower, "redis_replication.replicate_from", cluster.address(writer),
+                  timeout=_LONG_SECONDS)
+        if failover.generation_of(master_record) < decision["generation"]:
+            record_primary(writer, reason=f"airflow_ha.unfence: the copies named {writer}")
+        probes.wait_without_problems(
+            lambda: [problem for problem in failover.topology_problems(
+                writer, *_nodes().data_tier_states(cluster, answering), set(),
+                cluster.address(writer)) if "primar" in problem or "masters" in problem],
+            wait, f"{writer} the one writable PostgreSQL and Redis master")
+        return done
+
+    named = node or "the writer"
+    return _step("unfence", action, node=named)
 
 
 def verify(wait=120, down=None):

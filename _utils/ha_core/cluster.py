@@ -47,11 +47,29 @@ def read_record(path):
         return None
 
 
-def new_record(primary, previous_primary, reason, now=None):
-    """Return the record naming ``primary`` as the primary now."""
+def generation(record):
+    """A record's generation: 0 for none (the preferred primary, before any
+    failover), then one more at every record_primary."""
+    return int((record or {}).get("generation") or 0)
+
+
+def new_record(primary, previous_primary, reason, known_records=(), now=None):
+    """
+    Return the record naming ``primary`` as the primary now, one generation
+    past every record in ``known_records`` (the master's, and the copies
+    the database nodes keep).
+    """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     return {"primary": primary, "previous_primary": previous_primary,
-            "recorded_at": now.isoformat(timespec="seconds"), "reason": reason}
+            "recorded_at": now.isoformat(timespec="seconds"), "reason": reason,
+            "generation": max([generation(record) for record in known_records] or [0]) + 1}
+
+
+def record_text(record):
+    """The text of a record's file, on the master and in every node's copy:
+    the same bytes for the same record, so that rewriting it changes nothing."""
+    # As Salt's json filter writes it in the highstate's copy.
+    return json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def write_record(path, record):
@@ -61,8 +79,7 @@ def write_record(path, record):
     handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".topology-")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(record, stream)
-            stream.write("\n")
+            stream.write(record_text(record))
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)

@@ -6,6 +6,7 @@ does, whether a switch lost nothing, and what is wrong with the cluster
 against the topology record. Nodes are named by minion id.
 """
 
+from ha_core.cluster import generation as generation_of
 from ha_core.pg_facts import parse_lsn
 
 # A forced failover refuses when more WAL than this is known to be missing
@@ -144,6 +145,52 @@ def streams_from(node, state, primary_state):
     return state.get("role") == "standby" and node in streaming
 
 
+def unfence_decision(master_record, copies, pg_states, node=None):
+    """
+    Decide which node may take writes after start guards fenced: the one
+    the newest topology record names (the master's, or a database node's
+    copy), provided it answers and no answering node is on a later
+    timeline. Returns ``{"writer", "generation", "refused"}``.
+
+    copies
+        ``{node: its copy of the record, or None}``.
+    pg_states
+        ``{node: pg_replication.status}`` of the answering database nodes.
+    node
+        The node the operator expects; refused when it is not the writer.
+    """
+    records = [record for record in [master_record, *copies.values()] if record]
+    decision = {"writer": None, "generation": None, "refused": None}
+    if not records:
+        decision["refused"] = ("no topology record anywhere, neither on the master nor on a "
+                               "database node: record the writer with salt-run "
+                               "airflow_ha.record_primary NODE reason=...")
+        return decision
+    newest = max(generation_of(record) for record in records)
+    named = sorted({record["primary"] for record in records if generation_of(record) == newest})
+    if len(named) > 1:
+        decision["refused"] = (f"records of generation {newest} name {', '.join(named)}: "
+                               "check each node's data (salt-run airflow_ha.status), then "
+                               "record the writer: salt-run airflow_ha.record_primary NODE")
+        return decision
+    writer = named[0]
+    decision.update(writer=writer, generation=newest)
+    if writer not in pg_states:
+        decision["refused"] = (f"{writer}, which the newest record (generation {newest}) names, "
+                               "does not answer: start it, then run this again")
+        return decision
+    later = sorted(name for name, state in pg_states.items()
+                   if int(state.get("timeline") or 0) > int(pg_states[writer].get("timeline") or 0))
+    if later:
+        decision["refused"] = (f"{', '.join(later)} is on a later timeline than {writer}: it was "
+                               "promoted after the newest record; check both, then record the "
+                               "writer: salt-run airflow_ha.record_primary NODE")
+    elif node and node != writer:
+        decision["refused"] = (f"{node} is not the writer: the newest record (generation "
+                               f"{newest}) names {writer}")
+    return decision
+
+
 def topology_problems(recorded, pg_states, redis_states, down, recorded_address=None):
     """
     Return what is wrong with the cluster against the topology record, as a
@@ -170,6 +217,12 @@ def topology_problems(recorded, pg_states, redis_states, down, recorded_address=
         if not streams_from(node, pg_states[node], pg_states.get(recorded, {})):
             problems.append(f"PostgreSQL on {node} is {pg_states[node].get('role')}, not a standby "
                             f"streaming from {recorded}")
+    for node in sorted(pg_states):
+        reason = (pg_states[node].get("fence") or {}).get("reason", "")
+        if node == recorded and reason.startswith("start guard:"):
+            problems.append(f"PostgreSQL on {node}, the recorded primary, was fenced by its "
+                            f"start guard ({reason[len('start guard: '):]}); when the cluster "
+                            "is known, run salt-run airflow_ha.unfence")
     masters = sorted(node for node, state in redis_states.items() if state.get("role") == "master")
     if masters != [recorded]:
         problems.append(f"Redis masters: {', '.join(masters) or 'none'} (expected only {recorded})")

@@ -64,6 +64,10 @@ STEPS = {
     "fence_unreachable": (
         "fence {node}, the former primary",
         "keep {node} powered off until you can run orch.failback"),
+    "unfence": (
+        "unfence {node}: let the rightful writer take writes",
+        "read the reason above and salt-run airflow_ha.status; each node's copy of the "
+        "topology record is in /var/lib/airflow-ha/topology.json"),
     "verify": (
         "verify: one primary, one master, standbys streaming, Airflow healthy",
         "read salt-run airflow_ha.status; the README's operator section says what to do for "

@@ -65,6 +65,20 @@
 {%-   do errors.append("topology:primary names " ~ recorded ~ ", which is not a node with the postgresql and redis roles: the topology record (salt-run airflow_ha.topology shows where it is) is out of date; record the node that is the primary now with salt-run airflow_ha.record_primary NODE reason=...") %}
 {%- endif %}
 
+{#- The record is protected: a database node keeps a copy of the last
+    record it was given (salt/start_guard), and a master record that is
+    missing or older than that copy (lost, or restored from an old backup)
+    must not reconfigure anything. #}
+{%- import_yaml 'start_guard/defaults.yaml' as start_guard_defaults %}
+{%- set copy_path = start_guard_defaults.start_guard.record_copy %}
+{%- if salt['file.file_exists'](copy_path) %}
+{%-   set copy = salt['file.read'](copy_path) | load_json %}
+{%-   set master_generation = salt['pillar.get']('topology:generation', 0) | int %}
+{%-   if (copy.generation or 0) | int > master_generation %}
+{%-     do errors.append("topology: the master's topology record is " ~ ("missing" if not salt['pillar.get']('topology') else "at generation " ~ master_generation) ~ ", older than the copy on " ~ grains.id ~ " (generation " ~ copy.generation ~ ", primary " ~ copy.primary ~ "): it was lost or restored from an old backup; check which node is the writer now (salt-run airflow_ha.status), then record it: salt-run airflow_ha.record_primary NODE reason=...") %}
+{%-   endif %}
+{%- endif %}
+
 {#- Secrets, wherever a role needs them. #}
 {%- set airflow_nodes = [] %}
 {%- for role, names in nodes_with | dictsort if role.startswith('airflow-') %}

@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,7 +26,6 @@ from tests.conftest import REPO
 from tests.functional.pg_cluster import (  # noqa: F401 (fixtures)
     BIN,
     OS_USER,
-    REPLICATION_USER,
     as_postgres,
     free_port,
     pg_nodes,
@@ -56,7 +56,7 @@ FENCE_MARKER = "pg_replication.fenced"
 
 
 def run_guard(component, *args, program=GUARD):
-    """Run a start guard as its systemd unit does; return its result."""
+    """Run the guard program as a systemd unit does; return its result."""
     return subprocess.run(["/usr/bin/python3", str(program), component, *map(str, args)],
                           capture_output=True, text=True, timeout=60)
 
@@ -66,18 +66,59 @@ def guard_passes(component, *args):
     result = run_guard(component, *args)
     assert result.returncode == 0, (
         f"the {component} guard exited {result.returncode}:\n{result.stdout}{result.stderr}")
+    return result
 
 
-def guard_postgresql(node, *peers):
-    """The PostgreSQL guard of `node`, with the replication user's password file."""
-    guard_passes("postgresql", node.data_dir, BIN / "psql", node.passfile, REPLICATION_USER,
-                 *peers)
+KEY = "test-peer-key"
 
 
-def guard_redis(server, *peers):
-    """The Redis guard of `server`; peers are RedisServers or HOST:PORT."""
-    guard_passes("redis", server.role_file, server.config_file, REDIS_CLI,
-                 *(peer if isinstance(peer, str) else f"127.0.0.1:{peer.port}" for peer in peers))
+@pytest.fixture
+def key_file(tmp_path):
+    path = tmp_path / "peer.key"
+    path.write_text(KEY + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def write_record(path, primary, generation):
+    path.write_text(json.dumps({"primary": primary, "generation": generation}) + "\n")
+    return path
+
+
+@contextmanager
+def reporting(*report_args):
+    """A node's peer report on a loopback port, served as systemd's
+    socket activation does (Accept=yes): the report program per connection,
+    with the connection as its standard input and output. Yields the port."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.settimeout(0.2)
+        stop = threading.Event()
+
+        def serve():
+            while not stop.is_set():
+                try:
+                    connection, _ = listener.accept()
+                except (TimeoutError, socket.timeout):
+                    continue
+                with connection:
+                    connection.settimeout(None)
+                    subprocess.run(["/usr/bin/python3", str(GUARD), "report", *map(str, report_args)],
+                                   stdin=connection.fileno(), stdout=connection.fileno(),
+                                   timeout=30)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            yield listener.getsockname()[1]
+        finally:
+            stop.set()
+            thread.join()
+
+
+def common(node_name, record, key_file):
+    return ["--node", node_name, "--record", record, "--key", key_file]
 
 
 def snapshot(directory):
@@ -138,15 +179,48 @@ def start_hot(standby):
 # --- PostgreSQL --------------------------------------------------------------------
 
 
-def test_pg_guard_fences_a_former_primary_when_its_peer_was_promoted(pg_pair):
+def pg_guard(node, tmp_path, key_file, record, port, peer="airflow-server2"):
+    """Run the PostgreSQL guard of `node` (named airflow-server1 unless told),
+    asking `peer` at 127.0.0.1:port."""
+    return guard_passes("postgresql", *common(node.name, record, key_file), "--port", port,
+                        "--data-dir", node.data_dir, "--peer", f"{peer}=127.0.0.1")
+
+
+def pg_reporting(node, record, key_file):
+    return reporting(*common(node.name, record, key_file), "--data-dir", node.data_dir)
+
+
+def test_pg_guard_starts_a_primary_beside_a_warm_standby_that_follows_it(pg_pair, tmp_path,
+                                                                         key_file):
+    """A rebooted primary comes back as primary without help: its warm
+    standby answers no SQL, but reports that it runs in recovery."""
+    primary, standby = pg_pair.primary, pg_pair.standby
+    primary.stop()
+    assert standby.try_sql("select 1").returncode != 0  # warm: no SQL
+    before = snapshot(primary.data_dir)
+    copy_a = write_record(tmp_path / "a.json", primary.name, 1)
+    copy_b = write_record(tmp_path / "b.json", primary.name, 1)
+
+    with pg_reporting(standby, copy_b, key_file) as port:
+        pg_guard(primary, tmp_path, key_file, copy_a, port, peer=standby.name)
+
+    assert snapshot(primary.data_dir) == before
+    primary.start()
+    assert primary.sql("select pg_is_in_recovery()") == "f"
+
+
+def test_pg_guard_fences_a_former_primary_when_its_peer_was_promoted(pg_pair, tmp_path,
+                                                                     key_file):
     old_primary, new_primary = pg_pair.primary, pg_pair.standby
-    # Failed over while it was down: pg-a stopped, pg-b promoted.
+    # Failed over while it was down: pg-a stopped, pg-b promoted, recorded.
     old_primary.stop()
     new_primary.pg_ctl("promote", "-w")
     assert new_primary.sql("select pg_is_in_recovery()") == "f"
-    assert not (old_primary.data_dir / "standby.signal").exists()
+    copy_a = write_record(tmp_path / "a.json", old_primary.name, 1)
+    copy_b = write_record(tmp_path / "b.json", new_primary.name, 2)
 
-    guard_postgresql(old_primary, new_primary.address)
+    with pg_reporting(new_primary, copy_b, key_file) as port:
+        result = pg_guard(old_primary, tmp_path, key_file, copy_a, port, peer=new_primary.name)
 
     postgres = pwd.getpwnam(OS_USER)
     for name in ("standby.signal", FENCE_MARKER):
@@ -155,7 +229,8 @@ def test_pg_guard_fences_a_former_primary_when_its_peer_was_promoted(pg_pair):
             postgres.pw_uid, postgres.pw_gid, "0o600"), name
     marker = json.loads((old_primary.data_dir / FENCE_MARKER).read_text())
     assert sorted(marker) == ["fenced_at", "reason"]
-    assert new_primary.address in marker["reason"]
+    assert f"{new_primary.name} has a newer topology record (generation 2" in marker["reason"]
+    assert "salt-run airflow_ha.unfence" in result.stderr
     fenced_at = datetime.datetime.fromisoformat(marker["fenced_at"])
     age = datetime.datetime.now(datetime.timezone.utc) - fenced_at
     assert datetime.timedelta(0) <= age < datetime.timedelta(minutes=1)
@@ -171,62 +246,116 @@ def test_pg_guard_fences_a_former_primary_when_its_peer_was_promoted(pg_pair):
     assert (state["role"], state["fenced"], state["fence"]) == ("standby", True, marker)
 
 
-def test_pg_guard_changes_nothing_when_no_peer_answers(pg_pair):
+def test_pg_guard_fences_a_primary_whose_peer_does_not_report(pg_pair, tmp_path, key_file):
+    """Fail closed: a peer that cannot be asked may be the writer."""
     primary, standby = pg_pair.primary, pg_pair.standby
-    # Both servers down; pg-a is started first, pg-b's port is closed.
     standby.stop()
     primary.stop()
-    before = snapshot(primary.data_dir)
+    copy_a = write_record(tmp_path / "a.json", primary.name, 1)
 
-    guard_postgresql(primary, standby.address, closed_address())
+    result = pg_guard(primary, tmp_path, key_file, copy_a, free_port(), peer=standby.name)
 
-    assert snapshot(primary.data_dir) == before
+    assert (primary.data_dir / "standby.signal").exists()
+    assert f"{standby.name} does not report" in result.stderr
     primary.start()
-    assert primary.sql("select pg_is_in_recovery()") == "f"
+    assert cluster_state(primary) == "in archive recovery"
 
 
-def test_pg_guard_contacts_no_peer_when_the_node_is_already_a_standby(pg_pair):
+def test_pg_guard_fences_beside_a_peer_signed_with_another_key(pg_pair, tmp_path, key_file):
+    primary, standby = pg_pair.primary, pg_pair.standby
+    primary.stop()
+    copy = write_record(tmp_path / "a.json", primary.name, 1)
+    other_key = tmp_path / "other.key"
+    other_key.write_text("another key\n")
+
+    with pg_reporting(standby, copy, other_key) as port:
+        result = pg_guard(primary, tmp_path, key_file, copy, port, peer=standby.name)
+
+    assert "does not verify" in result.stderr
+    assert (primary.data_dir / FENCE_MARKER).exists()
+
+
+def test_the_stale_node_first_then_the_newer_one_ends_with_one_primary(pg_pair, tmp_path,
+                                                                       key_file):
+    """Both down after a forced failover. The stale one boots first: its
+    peer is down, so it starts fenced. The newer one boots next: its peer
+    reports recovery and an older record, so it starts as the primary."""
+    stale, newer = pg_pair.primary, pg_pair.standby
+    stale.stop()
+    newer.pg_ctl("promote", "-w")
+    newer.stop()
+    copy_stale = write_record(tmp_path / "stale.json", stale.name, 1)
+    copy_newer = write_record(tmp_path / "newer.json", newer.name, 2)
+
+    pg_guard(stale, tmp_path, key_file, copy_stale, free_port(), peer=newer.name)
+    stale.start()
+    assert cluster_state(stale) == "in archive recovery"
+    with pg_reporting(stale, copy_stale, key_file) as port:
+        pg_guard(newer, tmp_path, key_file, copy_newer, port, peer=stale.name)
+    newer.start()
+    assert newer.sql("select pg_is_in_recovery()") == "f"
+
+
+def test_a_release_lets_a_fenced_node_start_as_primary_once(pg_pair, tmp_path, key_file):
+    primary, standby = pg_pair.primary, pg_pair.standby
+    standby.stop()
+    primary.stop()
+    copy = write_record(tmp_path / "a.json", primary.name, 3)
+    release = primary.data_dir / "pg_replication.released"
+    release.write_text(json.dumps({"generation": 3}))
+
+    pg_guard(primary, tmp_path, key_file, copy, free_port(), peer=standby.name)
+
+    assert not release.exists() and not (primary.data_dir / "standby.signal").exists()
+    pg_guard(primary, tmp_path, key_file, copy, free_port(), peer=standby.name)
+    assert (primary.data_dir / "standby.signal").exists(), "a release is used once"
+
+
+def test_pg_guard_contacts_no_peer_when_the_node_is_already_a_standby(pg_pair, tmp_path,
+                                                                      key_file):
     primary, standby = pg_pair.primary, pg_pair.standby
     standby.stop()
     before = snapshot(standby.data_dir)
     assert "standby.signal" in before
+    copy = write_record(tmp_path / "b.json", primary.name, 1)
 
     with listening_address() as (silent_peer, contacted):
-        guard_postgresql(standby, silent_peer, primary.address)
+        port = silent_peer.rpartition(":")[2]
+        pg_guard(standby, tmp_path, key_file, copy, port, peer=primary.name)
         assert not contacted(), "the guard connected to a peer"
 
     assert snapshot(standby.data_dir) == before
 
 
-@pytest.mark.parametrize("hot_standby", [False, True], ids=["warm-standby", "hot-standby"])
-def test_pg_guard_changes_nothing_when_the_peer_is_a_standby(pg_pair, hot_standby):
-    primary, standby = pg_pair.primary, pg_pair.standby
-    if hot_standby:
-        start_hot(standby)
-        # It answers, as the guard's user does: not writable.
-        assert standby.sql("select pg_is_in_recovery()") == "t"
-    primary.stop()
-    before = snapshot(primary.data_dir)
-
-    guard_postgresql(primary, standby.address)
-
-    assert snapshot(primary.data_dir) == before
-
-
 # --- Redis -------------------------------------------------------------------------
 
 
-def test_redis_guard_makes_a_former_master_follow_the_promoted_peer(redis_pair):
+def redis_guard(server, key_file, record, port, redis_port, peer="redis-b"):
+    return guard_passes("redis", *common(server.name, record, key_file), "--port", port,
+                        "--role-file", server.role_file, "--redis-port", redis_port,
+                        "--peer", f"{peer}=127.0.0.1")
+
+
+def redis_reporting(server, record, key_file):
+    return reporting(*common(server.name, record, key_file), "--role-file", server.role_file)
+
+
+def test_redis_guard_makes_a_former_master_follow_the_promoted_peer(redis_pair, tmp_path,
+                                                                    key_file):
     old_master, new_master = redis_pair
     # Failed over while it was down: redis-a stopped, redis-b promoted and written to.
     old_master.stop()
     new_master.client().replicaof("NO", "ONE")
     new_master.client().set("written-after-failover", "yes")
+    new_master.role_file.write_text("")  # as redis_replication.promote saves it
     redis_user = pwd.getpwnam("redis")
     os.chown(old_master.role_file, redis_user.pw_uid, redis_user.pw_gid)
     os.chmod(old_master.role_file, 0o640)  # as salt/redis/config.sls writes it
+    copy_a = write_record(tmp_path / "a.json", old_master.name, 1)
+    copy_b = write_record(tmp_path / "b.json", new_master.name, 2)
 
-    guard_redis(old_master, new_master)
+    with redis_reporting(new_master, copy_b, key_file) as port:
+        redis_guard(old_master, key_file, copy_a, port, new_master.port, peer=new_master.name)
 
     lines = [line for line in old_master.role_file.read_text().splitlines()
              if not line.startswith("#")]
@@ -245,26 +374,44 @@ def test_redis_guard_makes_a_former_master_follow_the_promoted_peer(redis_pair):
     assert new_master.replication()["role"] == "master"
 
 
-def test_redis_guard_leaves_a_replica_role_file_alone(redis_pair):
+def test_redis_guard_leaves_a_replica_role_file_alone(redis_pair, tmp_path, key_file):
     master, replica = redis_pair
     replica.stop()
     before = snapshot(replica.directory)
+    copy = write_record(tmp_path / "b.json", master.name, 1)
 
-    guard_redis(replica, master)
+    redis_guard(replica, key_file, copy, free_port(), master.port, peer=master.name)
 
     assert snapshot(replica.directory) == before
 
 
-def test_redis_guard_leaves_a_master_alone_when_no_peer_is_a_master(redis_pair):
+def test_redis_guard_leaves_a_master_alone_when_its_replica_reports_following(redis_pair,
+                                                                             tmp_path,
+                                                                             key_file):
     master, replica = redis_pair
-    # The master restarts while its replica runs (and answers ROLE as a
-    # replica) and another peer is down.
     master.stop()
     before = snapshot(master.directory)
+    copy = write_record(tmp_path / "a.json", master.name, 1)
 
-    guard_redis(master, closed_address(), replica)
+    with redis_reporting(replica, copy, key_file) as port:
+        redis_guard(master, key_file, copy, port, replica.port, peer=replica.name)
 
     assert snapshot(master.directory) == before
+
+
+def test_redis_guard_starts_a_master_as_a_replica_when_its_peer_does_not_report(redis_pair,
+                                                                              tmp_path,
+                                                                              key_file):
+    """Fail closed: a replica of an unreachable master takes no writes."""
+    master, replica = redis_pair
+    master.stop()
+    copy = write_record(tmp_path / "a.json", master.name, 1)
+
+    redis_guard(master, key_file, copy, free_port(), replica.port, peer=replica.name)
+
+    lines = [line for line in master.role_file.read_text().splitlines()
+             if not line.startswith("#")]
+    assert lines == [f"replicaof 127.0.0.1 {replica.port}"]
 
 
 # --- Without its rules ---------------------------------------------------------------
@@ -280,8 +427,10 @@ def test_a_guard_without_its_core_fails_closed_and_says_how_to_restore_it(pg_pai
     primary.stop()
     before = snapshot(primary.data_dir)
 
-    result = run_guard("postgresql", primary.data_dir, BIN / "psql", primary.passfile,
-                       REPLICATION_USER, standby.address, program=program)
+    result = run_guard("postgresql", "--node", primary.name, "--record", tmp_path / "none",
+                       "--key", tmp_path / "none", "--port", free_port(),
+                       "--data-dir", primary.data_dir, "--peer", f"{standby.name}=127.0.0.1",
+                       program=program)
 
     assert result.returncode != 0
     assert "cannot load its rules" in result.stderr and "state.apply" in result.stderr

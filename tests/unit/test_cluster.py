@@ -92,3 +92,19 @@ def test_merge_does_not_change_its_arguments():
     base, override = {"a": {"b": 1}}, {"a": {"c": 2}}
     assert merge(base, override) == {"a": {"b": 1, "c": 2}}
     assert base == {"a": {"b": 1}} and override == {"a": {"c": 2}}
+
+
+def test_a_new_record_is_one_generation_past_every_known_one():
+    from ha_core.cluster import generation
+    assert generation(None) == 0 and generation({"primary": "a"}) == 0
+    record = new_record("airflow-server2", "airflow-server1", "r",
+                        [None, {"generation": 3}, {"generation": 1}])
+    assert record["generation"] == 4
+    assert new_record("airflow-server1", None, "r")["generation"] == 1
+
+
+def test_a_record_file_is_the_same_text_as_salts_json_filter_writes():
+    import salt.utils.json
+    from ha_core.cluster import record_text
+    record = new_record("airflow-server2", "airflow-server1", "orch.failover (planned) é")
+    assert record_text(record) == salt.utils.json.dumps(record, sort_keys=True) + "\n"

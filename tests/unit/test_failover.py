@@ -581,3 +581,58 @@ def test_an_invalid_pillar_refuses_the_plan_with_the_validation_message():
 def test_a_valid_pillar_is_no_refusal():
     assert pillar_refusal({"validate": {}}) is None
     assert pillar_refusal(None) is None
+
+
+# --- unfence_decision and guard-fenced primaries ---------------------------------------
+
+from ha_core.failover import unfence_decision  # noqa: E402
+
+
+def rec(primary, generation):
+    return {"primary": primary, "generation": generation}
+
+
+def test_the_writer_is_the_node_the_newest_record_names():
+    states = {S1: pg_primary(S1, role="standby", timeline=1),
+              S2: pg_primary(S2, role="standby", timeline=2)}
+    decision = unfence_decision(rec(S1, 1), {S1: rec(S1, 1), S2: rec(S2, 2)}, states)
+    assert decision == {"writer": S2, "generation": 2, "refused": None}
+
+
+def test_a_lost_master_record_is_outvoted_by_the_copies():
+    states = {S2: pg_primary(S2, role="standby", timeline=2)}
+    assert unfence_decision(None, {S2: rec(S2, 2)}, states)["writer"] == S2
+
+
+def test_the_writer_must_answer():
+    decision = unfence_decision(rec(S2, 2), {S1: rec(S1, 1)}, {S1: pg_primary(S1)})
+    assert decision["refused"].startswith(f"{S2}, which the newest record (generation 2)")
+
+
+def test_a_node_on_a_later_timeline_than_the_writer_is_refused():
+    states = {S1: pg_primary(S1, timeline=3), S2: pg_primary(S2, timeline=2)}
+    decision = unfence_decision(rec(S2, 2), {}, states)
+    assert decision["refused"].startswith(f"{S1} is on a later timeline than {S2}")
+
+
+def test_records_of_one_generation_naming_two_nodes_are_refused():
+    states = {S1: pg_primary(S1), S2: pg_primary(S2)}
+    decision = unfence_decision(None, {S1: rec(S1, 2), S2: rec(S2, 2)}, states)
+    assert "records of generation 2 name airflow-server1, airflow-server2" in decision["refused"]
+
+
+def test_no_record_anywhere_and_the_wrong_node_are_refused():
+    assert "no topology record anywhere" in unfence_decision(None, {S1: None}, {})["refused"]
+    states = {S1: pg_primary(S1), S2: pg_primary(S2)}
+    assert unfence_decision(rec(S2, 2), {}, states, node=S1)["refused"] == (
+        f"{S1} is not the writer: the newest record (generation 2) names {S2}")
+
+
+def test_a_recorded_primary_fenced_by_its_guard_is_a_problem_naming_unfence():
+    fence = {"fenced_at": "2026-11-30T09:00:00+00:00",
+             "reason": "start guard: airflow-server1 starts fenced, in recovery: ..."}
+    states = {S1: pg_primary(S1, role="standby", fenced=True, fence=fence),
+              S2: pg_standby(S2, S1)}
+    problems = topology_problems(S1, states, {}, set())
+    assert any("was fenced by its start guard" in problem
+               and problem.endswith("salt-run airflow_ha.unfence") for problem in problems)
