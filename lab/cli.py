@@ -3,10 +3,16 @@
   bin/lab up                   build or reuse the image, boot every node of
                                pillar/lab, start the salt-master, apply the
                                highstate and print a summary
-  bin/lab status               each node: up or down, minion answering or not
+  bin/lab status               each node: up or down, minion answering or not,
+                               and whom it is isolated from
   bin/lab exec NODE -- CMD...  run a command on a node; exit with its status
   bin/lab crash NODE           power a node off hard
   bin/lab start NODE           boot a node again and wait for its minion
+  bin/lab isolate NODE [--from PEER...]
+                               cut a running node off from every other node and
+                               the master (PEER: a node, or master), both ways,
+                               established connections too; adds to an earlier cut
+  bin/lab heal NODE            undo every cut of a node (a restart undoes them too)
   bin/lab down                 stop everything, leave the host as it was
   bin/lab credentials [--json] the lab's logins (Airflow admin, Flower, HAProxy stats)
 """
@@ -22,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from lab import image, master, network
+from lab import image, master, network, partition
 from lab.nodes import Node, known_nodes
 from lab.progress import LabError, Timings, fail, run, say
 from lab.settings import (
@@ -130,7 +136,7 @@ def _print_summary(lab):
     say("")
 
 
-# -- status, exec, crash, start -----------------------------------------------
+# -- status, exec, crash, start, isolate, heal ----------------------------------
 
 def status(args):
     lab = nodes()
@@ -139,8 +145,17 @@ def status(args):
     say(f"salt-master: {'running' if master.pid() else 'down'}")
     for node in lab:
         minion = "minion answering" if node.name in answering else "minion not answering"
-        say(f"{node.name:18} {node.address:13} {node.system_state():10} {minion}")
+        cut = _isolation(node) if node in running else ""
+        say(f"{node.name:18} {node.address:13} {node.system_state():10} {minion}{cut}")
     return 0
+
+
+def _isolation(node):
+    # Without iptables on the host, bin/lab isolate cannot have cut anything.
+    if not partition.iptables_installed():
+        return ""
+    cut = partition.cut_addresses_of(partition.node_iptables(node))
+    return f"  isolated from {', '.join(partition.names_of(cut, lab_nodes()))}" if cut else ""
 
 
 def exec_(args):
@@ -175,6 +190,29 @@ def start(args):
     with timings.step("minion answering"):
         master.wait_for_minions([node.name])
     timings.report()
+    return 0
+
+
+def isolate(args):
+    partition.require_iptables()
+    node = node_named(args.node)
+    peers = partition.peers_to_cut(node.name, args.peers, lab_nodes())
+    iptables = partition.node_iptables(node)
+    partition.isolate(iptables, peers.values())
+    cut = partition.names_of(partition.cut_addresses_of(iptables), lab_nodes())
+    say(f"{node.name}: isolated from {', '.join(cut)}")
+    return 0
+
+
+def heal(args):
+    partition.require_iptables()
+    node = node_named(args.node)
+    was_cut = partition.heal(partition.node_iptables(node))
+    if was_cut:
+        say(f"{node.name}: healed (was isolated from "
+            f"{', '.join(partition.names_of(was_cut, lab_nodes()))})")
+    else:
+        say(f"{node.name}: not isolated; nothing to heal")
     return 0
 
 
@@ -251,10 +289,16 @@ def main(argv=None):
     run_on.add_argument("node")
     run_on.add_argument("command", nargs=argparse.REMAINDER)
     run_on.set_defaults(func=exec_)
-    for name, func in (("crash", crash), ("start", start)):
+    for name, func in (("crash", crash), ("start", start), ("heal", heal)):
         sub = commands.add_parser(name)
         sub.add_argument("node")
         sub.set_defaults(func=func)
+    cut = commands.add_parser("isolate")
+    cut.add_argument("node")
+    cut.add_argument("--from", dest="peers", nargs="+", action="extend", default=[],
+                     metavar="PEER", help="a node, or master (the host's salt-master); "
+                                          "without it: every other node and the master")
+    cut.set_defaults(func=isolate)
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         return fail("the lab needs root (it mounts, boots machines and sets up NAT)")

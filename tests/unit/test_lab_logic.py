@@ -118,6 +118,13 @@ def test_heal_unhooks_flushes_and_deletes_the_chain():
     ]
 
 
+def test_heal_removes_a_hook_listed_twice_twice():
+    doubled = CUT_FROM_SERVER2 + f"-A INPUT -j {CHAIN}\n"
+    assert partition.healing_commands(doubled)[:3] == [
+        ["-D", "INPUT", "-j", CHAIN], ["-D", "OUTPUT", "-j", CHAIN], ["-D", "INPUT", "-j", CHAIN],
+    ]
+
+
 def test_heal_of_an_uncut_node_does_nothing():
     assert partition.healing_commands(UNCUT) == []
 
