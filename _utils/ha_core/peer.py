@@ -6,11 +6,14 @@ node may start as the writer: the other node's copy of the topology record
 (its generation) and whether its PostgreSQL and Redis are, or will start
 as, followers.
 
-A guard sends a random challenge line; the node answers one JSON line: its
-report and an HMAC-SHA256 over the challenge and the report, keyed with the
-cluster's peer key (identical on the database nodes, readable by root
-only). A report that does not verify counts as no answer, so nobody can
-talk a guard into starting a second writer, nor replay an old report.
+Both sides prove they hold the cluster's peer key (identical on the
+database nodes, readable by root only), with HMAC-SHA256: the node sends a
+random challenge line; the guard answers with a challenge of its own and
+a MAC over both (the node answers nobody else); the node answers one JSON
+line: its report and a MAC over the guard's challenge and the report. A
+report that does not verify counts as no answer, so nobody can talk a
+guard into starting a second writer, nor replay an old report, and
+nobody without the key learns what a node reports.
 """
 
 import hashlib
@@ -27,6 +30,12 @@ _MAX_LINE = 65536
 
 def _mac(key, challenge, report_text):
     return hmac.new(key, challenge + b"\n" + report_text.encode(), hashlib.sha256).hexdigest()
+
+
+def _request(key, node_challenge, guard_challenge):
+    """The guard's line: its challenge, and a MAC proving it holds the key."""
+    mac = hmac.new(key, b"ask\n" + node_challenge + b"\n" + guard_challenge, hashlib.sha256)
+    return guard_challenge + b" " + mac.hexdigest().encode() + b"\n"
 
 
 def read_key(path):
@@ -66,11 +75,16 @@ def ask(host, port, key, timeout=_TIMEOUT_SECONDS):
     challenge = os.urandom(16).hex().encode()
     try:
         with socket.create_connection((host, port), timeout=timeout) as connection:
-            connection.sendall(challenge + b"\n")
-            stream = connection.makefile("rb")
+            stream = connection.makefile("rwb")
+            node_challenge = stream.readline(_MAX_LINE).strip()
+            stream.write(_request(key, node_challenge, challenge))
+            stream.flush()
             line = stream.readline(_MAX_LINE)
     except OSError as error:
         raise Unreachable(f"{host}:{port} did not report ({error})") from None
+    if not line:
+        raise Unreachable(f"{host}:{port} gave no report: it does not take this node's peer "
+                          "key (apply the highstate on both)")
     try:
         return verified_report(key, challenge, line.decode(errors="replace"))
     except InvalidInput as error:
@@ -79,10 +93,15 @@ def ask(host, port, key, timeout=_TIMEOUT_SECONDS):
 
 def serve(key, report_of, stdin, stdout):
     """
-    Answer one challenge (a socket-activated connection: stdin and stdout
-    are the socket) with ``report_of()``, signed.
+    Answer one guard (a socket-activated connection: stdin and stdout are
+    the socket) with ``report_of()``, signed, if it proves it holds the key;
+    answer nothing otherwise.
     """
-    challenge = stdin.readline(_MAX_LINE).strip()
-    if challenge:
-        stdout.write(answer(key, challenge, report_of()).encode())
+    node_challenge = os.urandom(16).hex().encode()
+    stdout.write(node_challenge + b"\n")
+    stdout.flush()
+    guard_challenge, _, mac = stdin.readline(_MAX_LINE).strip().partition(b" ")
+    if guard_challenge and hmac.compare_digest(
+            _request(key, node_challenge, guard_challenge), guard_challenge + b" " + mac + b"\n"):
+        stdout.write(answer(key, guard_challenge, report_of()).encode())
         stdout.flush()

@@ -1,7 +1,8 @@
 """
 A PostgreSQL data directory and the server running on it: the files kept
-there (the standby configuration, the fence marker, the timeline history),
-the postmaster's pid and its processes' titles, and a node's status as
+there (the standby configuration, the fence marker, the timeline history,
+the WAL files), what a rejoin keeps beside it of what it discards, the
+postmaster's pid and its processes' titles, and a node's status as
 ``pg_replication.status`` returns it. Only the standard library reads and
 writes them, so that the execution module and the start guards share them;
 running PostgreSQL's programs is the callers' part.
@@ -51,6 +52,77 @@ def history_timelines(data_dir):
     """
     names = os.listdir(os.path.join(data_dir, "pg_wal"))
     return [int(name[:8], 16) for name in names if re.fullmatch(r"[0-9A-F]{8}\.history", name)]
+
+
+def wal_file_names(data_dir):
+    """Return the names of the entries of the data directory's pg_wal, sorted."""
+    return sorted(os.listdir(os.path.join(data_dir, "pg_wal")))
+
+
+def timeline_history(data_dir, timeline):
+    """
+    Return the entries of ``timeline``'s history file in the data directory's
+    pg_wal (pg_facts.parse_timeline_history): [] for timeline 1, which has
+    none, and None when the file is missing.
+    """
+    if timeline == 1:
+        return []
+    text = read_text(os.path.join(data_dir, "pg_wal", f"{timeline:08X}.history"))
+    return None if text is None else parse_timeline_history(text)
+
+
+def discarded_path(data_dir, now=None):
+    """
+    Return a path that does not exist yet, beside the data directory, for
+    what a rejoin discards: ``<data_dir>.discarded-<UTC time>``, with ``-2``,
+    ``-3``... added when that exists. ``now``: an aware datetime (default:
+    the current UTC time).
+    """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    stamp = now.astimezone(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = f"{os.path.normpath(data_dir)}.discarded-{stamp}"
+    candidate, number = path, 1
+    while os.path.lexists(candidate):
+        number += 1
+        candidate = f"{path}-{number}"
+    return candidate
+
+
+def _private_dir(path, uid, gid):
+    os.mkdir(path, 0o700)
+    os.chown(path, uid, gid)
+    os.chmod(path, 0o700)
+
+
+def keep_wal(data_dir, names, kept, uid, gid):
+    """
+    Copy the files ``names`` of the data directory's pg_wal into
+    ``kept/pg_wal``, creating ``kept`` (which must not exist) and it, owned by
+    uid:gid, 0700; the copies are owned by uid:gid, 0600, and on disk (synced)
+    when this returns. Return ``kept``.
+    """
+    source = os.path.join(data_dir, "pg_wal")
+    target = os.path.join(kept, "pg_wal")
+    _private_dir(kept, uid, gid)
+    _private_dir(target, uid, gid)
+    for name in names:
+        copy = os.path.join(target, name)
+        shutil.copyfile(os.path.join(source, name), copy)
+        os.chown(copy, uid, gid)
+        os.chmod(copy, 0o600)
+        with open(copy, "rb") as stream:
+            os.fsync(stream.fileno())
+    for directory in (target, kept, os.path.dirname(kept)):
+        _fsync_dir(directory)
+    return kept
+
+
+def _fsync_dir(path):
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def postmaster_pid(data_dir):
@@ -153,11 +225,13 @@ def configure_standby(data_dir, primary_conninfo, slot, uid, gid):
     remove_fence(data_dir)
 
 
-def replace_data_dir(data_dir, uid, gid, fill):
+def replace_data_dir(data_dir, uid, gid, fill, keep=None):
     """
     Replace a data directory with an empty one, owned by uid:gid, 0700, that
-    ``fill(data_dir)`` fills (pg_basebackup). The old one is moved aside,
-    deleted only after success, and put back when ``fill`` raises.
+    ``fill(data_dir)`` fills (pg_basebackup). The old one is moved aside and
+    put back when ``fill`` raises; after success it is deleted or, with
+    ``keep`` (a path that must not exist, on the same file system), moved
+    there. Return the kept path, or None.
     """
     data_dir = os.path.normpath(data_dir)
     aside = data_dir + ".pg_replication-old"
@@ -166,6 +240,9 @@ def replace_data_dir(data_dir, uid, gid, fill):
             f"{aside} exists, left by an interrupted rejoin",
             fix="check whether it holds data you need, remove it, then retry",
         )
+    if keep is not None and os.path.lexists(keep):
+        raise Refused(f"{keep}, where the data directory it replaces was to be kept, exists",
+                      now="nothing was changed", fix="move it away, then retry")
     os.rename(data_dir, aside)
     try:
         os.mkdir(data_dir, 0o700)
@@ -176,7 +253,11 @@ def replace_data_dir(data_dir, uid, gid, fill):
         shutil.rmtree(data_dir, ignore_errors=True)
         os.rename(aside, data_dir)
         raise
-    shutil.rmtree(aside)
+    if keep is None:
+        shutil.rmtree(aside)
+        return None
+    os.rename(aside, keep)
+    return keep
 
 
 def read_fence(data_dir):

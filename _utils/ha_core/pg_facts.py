@@ -110,6 +110,31 @@ def wal_file_start(wal_file, segment_size):
     return timeline, (log_id << 32) + segment * segment_size
 
 
+def wal_file_name(timeline, lsn, segment_size):
+    """
+    Return the name of the WAL segment file of ``timeline`` that holds the
+    position ``lsn`` (an integer): wal_file_start's converse.
+    """
+    segment = lsn // segment_size
+    per_log_id = 0x100000000 // segment_size
+    return f"{timeline:08X}{segment // per_log_id:08X}{segment % per_log_id:08X}"
+
+
+def newest_wal_timeline(names):
+    """
+    Return the highest timeline among the WAL segment files in ``names`` (the
+    entries of a pg_wal directory), or None when there is none: a server
+    writes, and a standby receives, only on its newest timeline.
+    """
+    timelines = [int(name[:8], 16) for name in names if re.fullmatch(_WAL_FILE, name)]
+    return max(timelines, default=None)
+
+
+def format_lsn_range(start, end):
+    """Return the WAL range from ``start`` to ``end`` (integers) as ``"X/Y-X/Y"``."""
+    return f"{format_lsn(start)}-{format_lsn(end)}"
+
+
 def parse_timeline_history(text):
     """
     Return the entries of a timeline history file, oldest first, as
@@ -159,6 +184,31 @@ def parse_waldump_last_record(stderr):
     """
     match = re.search(rf"error in WAL record at ({_LSN})", stderr)
     return match.group(1) if match else None
+
+
+def parse_waldump_end(stderr, segment_size):
+    """
+    Return where the WAL that pg_waldump read (with no ``--end``) ends, as an
+    integer: the position after the last record it could read, which is where
+    the record it stopped at begins (``invalid record length at 0/1500790``),
+    the page whose header it could not read (``invalid magic number 0000 in
+    log segment 000000010000000000000004, offset 0``), or the segment file it
+    could not find; None when it read no record at all. When a record was
+    torn across a page or a file, this ends the WAL after its first part:
+    an upper bound, never less than what the node has.
+    """
+    missing = re.search(rf'could not find file "({_WAL_FILE})"', stderr)
+    if missing:
+        return wal_file_start(missing.group(1), segment_size)[1]
+    stopped = re.search(rf"error in WAL record at {_LSN}: (.*)", stderr)
+    if not stopped:
+        return None
+    message = stopped.group(1)
+    page = re.search(rf"segment ({_WAL_FILE}),(?: LSN {_LSN},)? offset (\d+)", message)
+    if page:
+        return wal_file_start(page.group(1), segment_size)[1] + int(page.group(2))
+    positions = re.findall(_LSN, message)
+    return parse_lsn(positions[-1]) if positions else None
 
 
 def parse_walreceiver_title(title):

@@ -196,11 +196,16 @@ class Node:
         assert result.returncode == 0, f"{query} on {self.name}: {result.stderr}"
         return result.stdout.strip()
 
+    def kept_dirs(self):
+        """What rejoins kept of what they discarded, beside the data directory."""
+        return sorted(self.root.glob("data.discarded-*"))
+
     def wipe(self):
-        """Stop the server if it runs and remove its data directory and log."""
+        """Stop the server if it runs and remove its data directory, what
+        rejoins kept beside it, and its log."""
         if self.is_running():
             self.stop("immediate")
-        for path in (self.data_dir, self.root / "data.pg_replication-old"):
+        for path in (self.data_dir, self.root / "data.pg_replication-old", *self.kept_dirs()):
             shutil.rmtree(path, ignore_errors=True)
         self.log_file.unlink(missing_ok=True)
 

@@ -2,11 +2,19 @@
 standby pg-b on loopback (see pg_cluster.py). The figures the tests print (lag,
 promotion and rejoin times) are measurements, not assertions."""
 
+import os
+import pwd
+import re
+from pathlib import Path
+
 import pytest
 from salt.exceptions import CommandExecutionError
 
 from ha_core.pg_facts import parse_lsn as lsn
 from tests.functional.pg_cluster import (  # noqa: F401 (fixtures)
+    BIN,
+    OS_USER,
+    as_postgres,
     initdb,
     pg_nodes,
     pg_pair,
@@ -35,6 +43,47 @@ def fail_over(pair):
     promote the standby; return promote's result."""
     pair.primary.stop()
     return pair.standby.module.promote()
+
+
+def diverge(pair, stop_mode="fast"):
+    """Fail over, then let the old primary come back as a primary and take
+    writes on timeline 1 that the new primary never sees (a split brain), and
+    stop it (``stop_mode`` "immediate": it crashes). Return promote's result
+    and the file node of the table it wrote, as its WAL names it."""
+    promoted = fail_over(pair)
+    pair.primary.start()
+    pair.primary.sql("create table lost (i int); insert into lost select generate_series(1, 1000)")
+    filenode = pair.primary.sql("select pg_relation_filenode('lost')")
+    pair.primary.stop(stop_mode)
+    return promoted, filenode
+
+
+def lsn_range(text):
+    start, end = text.split("-")
+    return lsn(start), lsn(end)
+
+
+def files_of(directory):
+    """Every file under a directory, with its size and modification time."""
+    return {path: (path.stat().st_size, path.stat().st_mtime_ns)
+            for path in Path(directory).rglob("*") if path.is_file()}
+
+
+def assert_private(path):
+    status = path.stat()
+    assert (pwd.getpwuid(status.st_uid).pw_name, oct(status.st_mode & 0o777)) == (
+        OS_USER, "0o700")
+
+
+def assert_kept_wal_holds(kept_wal, discarded_range, filenode):
+    """The kept WAL reads from the start of the discarded range to its end,
+    and holds the rows' inserts."""
+    start, end = discarded_range.split("-")
+    dump = as_postgres(BIN / "pg_waldump", "--path", kept_wal, "--timeline", "1",
+                       "--start", start, "--end", end)
+    first = re.search(r"lsn: ([0-9A-F]+/[0-9A-F]+),", dump.stdout).group(1)
+    assert lsn(first) == lsn(start)
+    assert re.search(rf"desc: INSERT.*rel \d+/\d+/{filenode} ", dump.stdout), dump.stdout[:2000]
 
 
 def assert_streams_from(standby, primary, timeout=10):
@@ -168,11 +217,19 @@ def test_promotion_makes_the_standby_a_writable_primary_on_a_new_timeline(pg_pai
 
 def test_a_cleanly_stopped_former_primary_rejoins_without_rewind(pg_pair, capsys):
     old_primary, new_primary = pg_pair.primary, pg_pair.standby
-    fail_over(pg_pair)
+    promoted = fail_over(pg_pair)
+    diverged = old_primary.module.divergence(primary=new_primary.address)
+    assert (diverged["method"], diverged["discarded_lsn_range"], diverged["discarded_bytes"]) == (
+        "none", None, 0)
+    # Its shutdown checkpoint ends where the new primary's timeline begins.
+    assert diverged["fork_lsn"] == diverged["local_end_lsn"] == promoted["switch_lsn"]
 
     result = old_primary.module.rejoin(primary=new_primary.address)
 
     assert result["method"] == "none" and result["timeline"] == 2
+    assert (result["discarded_lsn_range"], result["discarded_bytes"], result["kept"]) == (
+        None, 0, None)
+    assert old_primary.kept_dirs() == []
     assert_streams_from(old_primary, new_primary)
     state = old_primary.module.status()
     assert (state["role"], state["timeline"]) == ("standby", 2)
@@ -181,23 +238,136 @@ def test_a_cleanly_stopped_former_primary_rejoins_without_rewind(pg_pair, capsys
     show(capsys, f"rejoin without rewind: streaming after {result['seconds']:.2f} s")
 
 
+def test_a_diverged_former_primary_is_not_rejoined_without_consent(pg_pair):
+    old_primary, new_primary = pg_pair.primary, pg_pair.standby
+    promoted, _ = diverge(pg_pair)
+
+    diverged = old_primary.module.divergence(primary=new_primary.address)
+
+    assert (diverged["method"], diverged["timeline"], diverged["primary_timeline"]) == (
+        "rewind", 1, 2)
+    assert (diverged["fork_lsn"], diverged["fork_timeline"]) == (promoted["switch_lsn"], 1)
+    start, end = lsn_range(diverged["discarded_lsn_range"])
+    assert start == lsn(promoted["switch_lsn"]) and end == lsn(diverged["local_end_lsn"])
+    assert diverged["discarded_bytes"] == end - start > 0
+    # Its WAL ends after its shutdown checkpoint, which is its last record.
+    assert end > lsn(old_primary.module.status()["last_checkpoint_lsn"])
+    before = files_of(old_primary.data_dir)
+    consent = (f"salt pg-a pg_replication.rejoin primary={new_primary.address} "
+               f"discard={diverged['discarded_lsn_range']}")
+
+    with pytest.raises(CommandExecutionError) as refused:
+        old_primary.module.rejoin(primary=new_primary.address)
+    assert f"it would discard {diverged['discarded_lsn_range']}, " in str(refused.value)
+    assert f"{diverged['discarded_bytes']} bytes" in str(refused.value)
+    assert "nothing was changed" in str(refused.value) and consent in str(refused.value)
+    # A consent names the range: one for another range is none.
+    other = f"{promoted['switch_lsn']}-{diverged['fork_lsn'].split('/')[0]}/{end - 1:X}"
+    for wrong in (other, diverged["fork_lsn"], "yes"):
+        with pytest.raises(CommandExecutionError, match=f"discard={wrong} is not what it would "
+                           f"discard, {diverged['discarded_lsn_range']}") as refused:
+            old_primary.module.rejoin(primary=new_primary.address, discard=wrong)
+        assert consent in str(refused.value)
+
+    # Nothing changed: not a file of its data directory, no slot on the new
+    # primary, nothing kept; started, it is the primary it was, with its rows.
+    assert files_of(old_primary.data_dir) == before
+    assert "pg_a" not in [slot["slot_name"] for slot in new_primary.module.status()["slots"]]
+    assert old_primary.kept_dirs() == []
+    old_primary.start()
+    state = old_primary.module.status()
+    assert (state["role"], state["timeline"], state["standby_of"]) == ("primary", 1, None)
+    assert old_primary.sql("select count(*) from lost") == "1000"
+    # Running as a writable primary, it is a split brain, not a node to rejoin;
+    # what it would discard can still be read.
+    with pytest.raises(CommandExecutionError, match="split brain: pg-a and .* are both writable "
+                       "primaries.*pg_replication.fence.*pg_replication.divergence"):
+        old_primary.module.rejoin(primary=new_primary.address,
+                                  discard=diverged["discarded_lsn_range"])
+    running = old_primary.module.divergence(primary=new_primary.address)
+    assert running["fork_lsn"] == diverged["fork_lsn"]
+    assert running["discarded_bytes"] >= diverged["discarded_bytes"]
+
+
 def test_a_former_primary_that_wrote_ahead_rejoins_by_rewind(pg_pair, capsys):
     old_primary, new_primary = pg_pair.primary, pg_pair.standby
-    fail_over(pg_pair)
     # Split brain: the old primary comes back as a primary and takes writes
     # on timeline 1 that the new primary never sees.
-    old_primary.start()
-    old_primary.sql("create table lost (i int); insert into lost select generate_series(1, 1000)")
-    old_primary.stop()
+    _, filenode = diverge(pg_pair)
+    diverged = old_primary.module.divergence(primary=new_primary.address)
 
-    result = old_primary.module.rejoin(primary=new_primary.address)
+    result = old_primary.module.rejoin(primary=new_primary.address,
+                                       discard=diverged["discarded_lsn_range"])
 
     assert result["method"] == "rewind" and "rewind_error" not in result
     assert result["timeline"] == 2
     assert_streams_from(old_primary, new_primary)
     assert old_primary.module.status()["role"] == "standby"
+    # What it discarded is reported, and a copy of its WAL kept beside the
+    # data directory.
+    assert (result["discarded_lsn_range"], result["discarded_bytes"]) == (
+        diverged["discarded_lsn_range"], diverged["discarded_bytes"])
+    start, end = lsn_range(result["discarded_lsn_range"])
+    assert result["discarded_bytes"] == end - start
+    kept = Path(result["kept"])
+    assert old_primary.kept_dirs() == [kept]
+    assert kept.name.startswith("data.discarded-") and sorted(os.listdir(kept)) == ["pg_wal"]
+    assert_private(kept)
+    assert_private(kept / "pg_wal")
+    assert_kept_wal_holds(kept / "pg_wal", result["discarded_lsn_range"], filenode)
+    assert not (old_primary.root / "data.pg_replication-old").exists()
     show(capsys, f"rejoin by rewind: {result['seconds']:.2f} s in all, pg_rewind "
-                 f"{result['rewind_seconds']:.2f} s")
+                 f"{result['rewind_seconds']:.2f} s, {result['discarded_bytes']} bytes of WAL "
+                 f"discarded and kept")
+
+
+def test_a_crashed_diverged_former_primary_discards_all_the_wal_it_wrote(pg_pair):
+    old_primary, new_primary = pg_pair.primary, pg_pair.standby
+    old_primary.module  # loaded before the crash
+    promoted = fail_over(pg_pair)
+    old_primary.start()
+    old_primary.sql("create table lost (i int); insert into lost select generate_series(1, 1000)")
+    filenode = old_primary.sql("select pg_relation_filenode('lost')")
+    flushed = lsn(old_primary.sql("select pg_current_wal_flush_lsn()"))
+    old_primary.stop("immediate")
+    assert old_primary.module.status()["cluster_state"] == "in production"  # crashed
+
+    diverged = old_primary.module.divergence(primary=new_primary.address)
+
+    # Its last checkpoint is not its last record: pg_waldump found the end.
+    assert lsn(diverged["local_end_lsn"]) >= flushed
+    assert diverged["fork_lsn"] == promoted["switch_lsn"]
+    assert diverged["discarded_bytes"] == lsn(diverged["local_end_lsn"]) - lsn(
+        promoted["switch_lsn"])
+    result = old_primary.module.rejoin(primary=new_primary.address,
+                                       discard=diverged["discarded_lsn_range"])
+    assert (result["method"], result["discarded_lsn_range"]) == (
+        "rewind", diverged["discarded_lsn_range"])
+    assert_streams_from(old_primary, new_primary)
+    assert_kept_wal_holds(Path(result["kept"]) / "pg_wal", result["discarded_lsn_range"],
+                          filenode)
+
+
+def test_a_failed_rewind_falls_back_to_a_base_backup_that_keeps_the_data_directory(pg_pair):
+    old_primary, new_primary = pg_pair.primary, pg_pair.standby
+    _, filenode = diverge(pg_pair)
+    diverged = old_primary.module.divergence(primary=new_primary.address)
+    # pg_rewind lists the source's files with pg_ls_dir.
+    new_primary.sql("revoke execute on function pg_catalog.pg_ls_dir(text, boolean, boolean) "
+                    "from replicator")
+
+    result = old_primary.module.rejoin(primary=new_primary.address,
+                                       discard=diverged["discarded_lsn_range"])
+
+    assert result["method"] == "basebackup" and "pg_ls_dir" in result["rewind_error"]
+    assert_streams_from(old_primary, new_primary)
+    kept = Path(result["kept"])
+    assert old_primary.kept_dirs() == [kept]
+    assert sorted(os.listdir(kept)) == ["data-after-failed-rewind", "pg_wal"]
+    assert (kept / "data-after-failed-rewind" / "PG_VERSION").exists()
+    assert_private(kept / "data-after-failed-rewind")
+    assert_kept_wal_holds(kept / "pg_wal", result["discarded_lsn_range"], filenode)
+    assert not (old_primary.root / "data.pg_replication-old").exists()
 
 
 def test_a_node_of_another_cluster_rejoins_by_base_backup(pg_pair, capsys):
@@ -216,6 +386,10 @@ def test_a_node_of_another_cluster_rejoins_by_base_backup(pg_pair, capsys):
     assert state["system_identifier"] == new_primary.module.status()["system_identifier"]
     assert oct(old_primary.data_dir.stat().st_mode & 0o777) == "0o700"
     assert not (old_primary.root / "data.pg_replication-old").exists()
+    # It shares no history with the primary: nothing counted, nothing kept.
+    assert (result["discarded_lsn_range"], result["discarded_bytes"], result["kept"]) == (
+        None, 0, None)
+    assert old_primary.kept_dirs() == []
     show(capsys, f"rejoin by base backup: {result['seconds']:.2f} s in all, pg_basebackup "
                  f"{result['basebackup_seconds']:.2f} s")
 

@@ -271,7 +271,7 @@ def test_pg_guard_fences_beside_a_peer_signed_with_another_key(pg_pair, tmp_path
     with pg_reporting(standby, copy, other_key) as port:
         result = pg_guard(primary, tmp_path, key_file, copy, port, peer=standby.name)
 
-    assert "does not verify" in result.stderr
+    assert "gave no report: it does not take this node's peer key" in result.stderr
     assert (primary.data_dir / FENCE_MARKER).exists()
 
 

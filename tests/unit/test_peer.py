@@ -51,7 +51,7 @@ def test_a_node_asked_over_tcp_returns_its_report():
 
 
 def test_a_report_signed_with_another_key_counts_as_no_answer():
-    with pytest.raises(Unreachable, match="does not verify"):
+    with pytest.raises(Unreachable, match="gave no report: it does not take this node's"):
         peer.ask("127.0.0.1", serve_once(b"other", REPORT), KEY)
 
 
@@ -63,10 +63,23 @@ def test_a_closed_port_counts_as_no_answer():
         peer.ask("127.0.0.1", port, KEY, timeout=1)
 
 
-def test_serve_answers_nothing_to_an_empty_challenge():
+def test_a_node_answers_nothing_to_a_guard_without_the_key():
+    out = io.BytesIO()
+    peer.serve(KEY, lambda: REPORT, io.BytesIO(b"c1 0000\n"), out)
+    assert out.getvalue().count(b"\n") == 1  # its challenge, and no report
     out = io.BytesIO()
     peer.serve(KEY, lambda: REPORT, io.BytesIO(b"\n"), out)
-    assert out.getvalue() == b""
+    assert out.getvalue().count(b"\n") == 1
+
+
+def test_a_guard_without_the_key_gets_no_report_over_tcp():
+    port = serve_once(KEY, REPORT)
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as connection:
+        stream = connection.makefile("rwb")
+        stream.readline()
+        stream.write(b"c1 " + b"0" * 64 + b"\n")
+        stream.flush()
+        assert stream.readline() == b""
 
 
 def test_an_empty_key_file_is_refused(tmp_path):

@@ -3,7 +3,7 @@ rejoins, what the standby state does with it, what the role state changes."""
 
 import pytest
 
-from ha_core import errors, pg_decisions
+from ha_core import errors, pg_decisions, pg_facts
 from tests.unit.test_pg_facts import scram_verifier
 
 MiB = 2**20
@@ -117,6 +117,166 @@ SHUT_DOWN = {
 ])
 def test_the_rejoin_method_is_read_from_pg_controldata(control, method):
     assert pg_decisions.rejoin_method(control, IDENTITY, PROMOTED) == method
+
+
+@pytest.mark.parametrize("control, possible", [
+    (SHUT_DOWN, False),
+    ({**SHUT_DOWN, "wal_log_hints setting": "on"}, True),
+    ({**SHUT_DOWN, "Data page checksum version": "1"}, True),
+])
+def test_rewinding_needs_wal_log_hints_or_checksums(control, possible):
+    assert pg_decisions.rewind_possible(control) is possible
+
+
+# --- divergence --------------------------------------------------------------------
+
+
+def divergence(local_timeline, local_end, local_history=(), rewind_possible=True,
+               primary_timelines=PROMOTED, same_cluster=True):
+    if local_history is not None:
+        local_history = list(local_history)
+    return pg_decisions.divergence(same_cluster, local_timeline, local_end, local_history,
+                                   primary_timelines, rewind_possible)
+
+
+@pytest.mark.parametrize("local_timeline, local_end, local_history, fork, method", [
+    # Shut down cleanly before the switch (a planned switchover): its
+    # shutdown checkpoint ends where the new timeline begins, or before.
+    (1, 0x30268F8, [], (1, 0x30268F8), "none"),
+    (1, 0x3026880, [], (1, 0x3026880), "none"),
+    # Wrote on timeline 1 past the switch: diverged from there.
+    (1, 0x4000000, [], (1, 0x30268F8), "rewind"),
+    # A standby of the current timeline that is behind: nothing to discard.
+    (2, 0x4000000, [(1, 0x30268F8)], (2, 0x4000000), "none"),
+    # Ahead of the primary on its own timeline: what the primary lacks.
+    (2, 0x6000000, [(1, 0x30268F8)], (2, 0x5000000), "rewind"),
+    # Promoted elsewhere too: its timeline 3 is not in the primary's history;
+    # walking back, both share timeline 1, up to where the first left it.
+    (3, 0x3200000, [(1, 0x3100000)], (1, 0x30268F8), "rewind"),
+    (3, 0x3200000, [(1, 0x3000000)], (1, 0x3000000), "rewind"),
+    # A timeline 2 of its own, begun elsewhere than the primary's: not the same.
+    (2, 0x3200000, [(1, 0x3100000)], (1, 0x30268F8), "rewind"),
+    # Its history file is missing: its own timeline is matched alone.
+    (2, 0x4000000, None, (2, 0x4000000), "none"),
+])
+def test_the_fork_is_where_the_primary_s_history_leaves_the_node_s(
+        local_timeline, local_end, local_history, fork, method):
+    decided = divergence(local_timeline, local_end, local_history)
+
+    assert (decided["fork_timeline"], decided["fork_lsn"]) == (fork[0], pg_facts.format_lsn(fork[1]))
+    assert decided["method"] == method
+    assert (decided["timeline"], decided["primary_timeline"], decided["same_cluster"]) == (
+        local_timeline, 2, True)
+    assert decided["local_end_lsn"] == pg_facts.format_lsn(local_end)
+    assert decided["discarded_bytes"] == local_end - fork[1]
+    if method == "none":
+        assert decided["discarded_lsn_range"] is None
+    else:
+        assert decided["discarded_lsn_range"] == pg_facts.format_lsn_range(fork[1], local_end)
+
+
+def test_a_diverged_node_without_rewind_is_discarded_by_a_base_backup():
+    decided = divergence(1, 0x4000000, rewind_possible=False)
+    assert (decided["method"], decided["discarded_lsn_range"], decided["discarded_bytes"]) == (
+        "basebackup", "0/30268F8-0/4000000", 0x4000000 - 0x30268F8)
+
+
+def test_a_node_on_the_primary_s_only_timeline_diverges_past_its_position():
+    decided = divergence(1, 0x3000100, primary_timelines=[(1, 0x3000000)])
+    assert (decided["fork_lsn"], decided["discarded_bytes"]) == ("0/3000000", 0x100)
+    assert divergence(1, 0x2000000, primary_timelines=[(1, 0x3000000)])["method"] == "none"
+
+
+def test_a_node_of_another_cluster_shares_no_history():
+    assert divergence(1, None, same_cluster=False) == {
+        "method": "basebackup", "same_cluster": False, "timeline": 1, "primary_timeline": 2,
+        "fork_timeline": None, "fork_lsn": None, "local_end_lsn": None,
+        "discarded_lsn_range": None, "discarded_bytes": 0,
+    }
+
+
+def test_a_fork_that_cannot_be_found_is_not_guessed():
+    with pytest.raises(errors.InvalidInput, match="its timeline 3 is not among the primary's "
+                       "\\(1, 2\\) and its history file 00000003.history is missing"):
+        divergence(3, 0x3200000, None)
+    with pytest.raises(errors.InvalidInput, match="is not among the primary's \\(1, 2\\); "
+                       "compare"):
+        divergence(3, 0x3200000, [(4, 0x3100000)])
+    with pytest.raises(errors.InvalidInput, match="where the node's WAL ends is unknown"):
+        divergence(1, None)
+
+
+def test_the_wal_kept_is_the_segments_holding_the_range_and_the_histories():
+    names = ["000000010000000000000002", "000000010000000000000003",
+             "000000010000000000000004", "000000010000000000000005",  # recycled, past the end
+             "000000030000000000000003.partial", "00000002.history", "00000003.history",
+             "000000010000000000000003.00000028.backup", "archive_status"]
+    assert pg_decisions.wal_files_to_keep(names, 16 * MiB, 0x30268F8, 0x5000000) == [
+        "000000010000000000000003", "000000010000000000000004", "00000002.history",
+        "000000030000000000000003.partial", "00000003.history"]
+    # A range ending on a segment's first byte does not need that segment.
+    assert pg_decisions.wal_files_to_keep(names, 16 * MiB, 0x4000000, 0x4000001) == [
+        "000000010000000000000004", "00000002.history", "00000003.history"]
+
+
+# --- rejoin_refusal, discard_refusal --------------------------------------------------
+
+
+def test_only_a_stopped_node_is_rejoined():
+    assert pg_decisions.rejoin_refusal("pg-a", "pg-a", "stopped", "10.0.0.2") is None
+    refusal = pg_decisions.rejoin_refusal("pg-a", "pg-a", "standby", "10.0.0.2")
+    assert isinstance(refusal, errors.Refused)
+    assert str(refusal) == ("pg-a is running as standby; rejoin needs it stopped; "
+                            "stop or fence it first (pg_replication.fence)")
+
+
+def test_a_running_primary_is_a_split_brain_to_resolve_first():
+    refusal = pg_decisions.rejoin_refusal("airflow-server1", "srv1", "primary", "10.0.0.2")
+    assert isinstance(refusal, errors.Refused)
+    assert refusal.what == ("refusing to rejoin airflow-server1 to 10.0.0.2: airflow-server1 is "
+                            "running as a writable primary")
+    assert refusal.now.startswith("split brain: airflow-server1 and 10.0.0.2 are both writable")
+    assert "`salt srv1 pg_replication.fence reason='split brain'`" in refusal.fix
+    assert "`salt srv1 pg_replication.divergence primary=10.0.0.2`" in refusal.fix
+    assert "`salt srv1 pg_replication.rejoin primary=10.0.0.2`" in refusal.fix
+
+
+DIVERGED = divergence(1, 0x4000000)  # 0/30268F8-0/4000000
+
+
+def test_discarding_wal_needs_a_consent_naming_the_range():
+    refusal = pg_decisions.discard_refusal("airflow-server1", "srv1", "10.0.0.2", DIVERGED)
+    assert isinstance(refusal, errors.Refused)
+    assert str(refusal) == (
+        "refusing to rejoin airflow-server1 to 10.0.0.2 by rewind: it would discard "
+        "0/30268F8-0/4000000, 16619272 bytes of airflow-server1's WAL past 0/30268F8, where "
+        "its history and that of 10.0.0.2 part (on timeline 1); nothing was changed; to discard "
+        "them, keeping a copy of that WAL beside the data directory, run `salt srv1 "
+        "pg_replication.rejoin primary=10.0.0.2 discard=0/30268F8-0/4000000`")
+    assert pg_decisions.discard_refusal("airflow-server1", "srv1", "10.0.0.2", DIVERGED,
+                                        "0/30268F8-0/4000000") is None
+
+
+@pytest.mark.parametrize("discard", ["0/30268F8-0/3FFFFFF", "0/30268F8", "yes", True, ""])
+def test_a_consent_for_another_range_is_none(discard):
+    refusal = pg_decisions.discard_refusal("pg-a", "pg-a", "10.0.0.2", DIVERGED, discard)
+    assert refusal.what.startswith(f"refusing to rejoin pg-a to 10.0.0.2 by rewind: "
+                                   f"discard={discard} is not what it would discard, "
+                                   f"0/30268F8-0/4000000, 16619272 bytes")
+    assert "discard=0/30268F8-0/4000000`" in refusal.fix
+
+
+def test_nothing_to_discard_needs_no_consent():
+    for decided in (divergence(1, 0x3026880), divergence(1, None, same_cluster=False)):
+        assert pg_decisions.discard_refusal("pg-a", "pg-a", "10.0.0.2", decided) is None
+        assert pg_decisions.discard_refusal("pg-a", "pg-a", "10.0.0.2", decided, "x") is None
+
+
+def test_a_base_backup_keeps_the_data_directory_it_replaces():
+    refusal = pg_decisions.discard_refusal("pg-a", "pg-a", "10.0.0.2",
+                                           divergence(1, 0x4000000, rewind_possible=False))
+    assert refusal.what.startswith("refusing to rejoin pg-a to 10.0.0.2 by basebackup")
+    assert "keeping the data directory it replaces beside the data directory" in refusal.fix
 
 
 # --- standby_action -------------------------------------------------------------------

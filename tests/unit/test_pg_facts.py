@@ -122,6 +122,55 @@ def test_the_last_record_read_by_pg_waldump_comes_from_its_closing_error():
     assert pg_facts.parse_waldump_last_record(missing) is None
 
 
+@pytest.mark.parametrize("stderr, end", [
+    # Zeros after the last record: the next one "begins" where it ends.
+    ("pg_waldump: error: error in WAL record at 0/15261F0: invalid record length at "
+     "0/1526268: wanted 24, got 0\n", 0x1526268),
+    ("pg_waldump: error: error in WAL record at 0/3000028: record with incorrect prev-link "
+     "0/1000028 at 0/3000060\n", 0x3000060),
+    ("pg_waldump: error: error in WAL record at 0/3000028: incorrect resource manager data "
+     "checksum in record at 0/3000060\n", 0x3000060),
+    ("pg_waldump: error: error in WAL record at 0/3FFFF90: contrecord is requested by "
+     "0/3FFFFD0\n", 0x3FFFFD0),
+    # A page header it could not read (PostgreSQL 15, then 16's wording).
+    ("pg_waldump: error: error in WAL record at 0/3FFFF90: invalid magic number 0000 in log "
+     "segment 000000010000000000000004, offset 8192\n", 0x4002000),
+    ("pg_waldump: error: error in WAL record at 0/3FFFF90: unexpected pageaddr 0/1000000 in "
+     "WAL segment 000000010000000000000004, LSN 0/4000000, offset 0\n", 0x4000000),
+    # The last record ended with a segment whose successor is not there.
+    ('pg_waldump: error: could not find file "000000010000000000000004": No such file or '
+     'directory\n', 0x4000000),
+    ("pg_waldump: error: could not find a valid record after 0/3000000\n", None),
+    ("pg_waldump: error: could not find any WAL file\n", None),
+    ("", None),
+])
+def test_where_the_wal_ends_comes_from_pg_waldump_s_closing_error(stderr, end):
+    assert pg_facts.parse_waldump_end(stderr, 16 * MiB) == end
+
+
+@pytest.mark.parametrize("timeline, position, segment_size", [
+    (1, 0x3026880, 16 * MiB),
+    (2, (1 << 32) + 10 * 16 * MiB, 16 * MiB),
+    (0x1F, (0xAB << 32) + 0xFFFFFFFF, 64 * MiB),
+])
+def test_a_wal_file_name_holds_the_position_it_was_named_for(timeline, position, segment_size):
+    name = pg_facts.wal_file_name(timeline, position, segment_size)
+    file_timeline, start = pg_facts.wal_file_start(name, segment_size)
+    assert file_timeline == timeline and start <= position < start + segment_size
+    assert pg_facts.wal_file_name(1, 0x3026880, 16 * MiB) == "000000010000000000000003"
+
+
+def test_the_newest_wal_timeline_is_that_of_its_newest_segment_file():
+    names = ["000000010000000000000003", "000000010000000000000004.partial",
+             "00000003.history", "000000020000000000000004", "archive_status"]
+    assert pg_facts.newest_wal_timeline(names) == 2
+    assert pg_facts.newest_wal_timeline(["00000002.history", "archive_status"]) is None
+
+
+def test_a_wal_range_is_written_as_two_lsns():
+    assert pg_facts.format_lsn_range(0x30268F8, (1 << 32) + 0x10) == "0/30268F8-1/10"
+
+
 STANDBY_CONTROL = {
     "Min recovery ending loc's timeline": "1",
     "Minimum recovery ending location": "0/3000000",
