@@ -346,7 +346,8 @@ def promote(force=False, timeout=30):
         master_client, master_info, master_error = _connect(
             local_status["master_host"], local_status["master_port"], settings["password"]
         )
-    method = redis_decisions.promotion_method(local_status, master_address, master_error, force)
+    method = redis_decisions.promotion_method(local_status, master_address, master_error, force,
+                                              master_info and master_info["role"])
 
     if method == "failover":
         _hand_over(settings, local_client, master_client, master_address, master_info, timeout)

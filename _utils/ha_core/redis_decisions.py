@@ -10,21 +10,25 @@ from ha_core import redis_facts
 from ha_core.errors import Refused, Unreachable
 
 
-def promotion_method(local_status, master_address, master_error, force):
+def promotion_method(local_status, master_address, master_error, force, master_role=None):
     """
     Decide how to promote this node, given its status (as
     ``redis_facts.status_from_info`` gives it): "failover" (its master
     answers: hand over without losing an acknowledged write) or "forced"
-    (the master is unreachable and force is set). Raise Refused when this
-    node must not be promoted.
+    (the master is unreachable, or is itself a replica, as start guards
+    leave both nodes of a pair they fenced, and force is set). Raise Refused
+    when this node must not be promoted.
 
-    master_error is None when the master answered, else why it did not.
+    master_error is None when the master answered, else why it did not;
+    master_role is the role it answered with ("master" or "slave").
     """
     if local_status["role"] == "master":
         raise Refused(
             "This node is already a master: there is nothing to promote",
             fix="run promote on the replica",
         )
+    if master_error is None and master_role not in (None, "master") and force:
+        return "forced"  # no master: nothing acknowledged since can be lost
     if master_error is None:
         if local_status["master_link_status"] != "up":
             raise Refused(

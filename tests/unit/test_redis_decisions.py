@@ -105,3 +105,14 @@ def test_a_node_follows_only_a_master_that_answers():
     with pytest.raises(errors.Refused, match=r"10.11.12.20:6379 is not a master \(it follows "
                                              r"10.11.12.10:6379\); follow the master"):
         redis_decisions.check_new_master("10.11.12.20:6379", info_of(REPLICA_INFO), None)
+
+
+def test_a_replica_of_a_replica_is_promoted_by_force_only():
+    """Start guards that could not prove the master leave both nodes
+    replicas of each other: nobody acknowledged a write since."""
+    promotion_method = redis_decisions.promotion_method
+    status = {"role": "replica", "master_link_status": "down",
+              "master_link_down_seconds": 12, "replica_repl_offset": 100}
+    assert promotion_method(status, "10.11.12.20:6379", None, True, "slave") == "forced"
+    with pytest.raises(errors.Refused, match="link to it is down"):
+        promotion_method(status, "10.11.12.20:6379", None, False, "slave")
