@@ -141,7 +141,7 @@ def topology():
 
 
 def _record_copy_path(cluster, node):
-    return _settings(cluster, "start_guard", node)["record_copy"]
+    return _settings(cluster, "common", node)["topology_record_copy"]
 
 
 def _record_copies(cluster, nodes):
@@ -157,9 +157,10 @@ def _record_copies(cluster, nodes):
 def record_primary(node, reason):
     """
     Record ``node`` as the PostgreSQL primary and Redis master, one
-    generation past the master's record and every database node's copy, so
-    that every later highstate keeps it; give every answering database node
-    its copy (the start guards go by it); check that the pillar now says so.
+    generation past the master's record and every node's copy, so that
+    every later highstate keeps it; give every answering node its copy (the
+    start guards go by it, the validation holds the master's record against
+    it); check that the pillar now says so.
 
     CLI Example:
 
@@ -172,9 +173,8 @@ def record_primary(node, reason):
         if node not in cluster.database_nodes():
             raise errors.InvalidInput(f"{node} is not a database node of the pillar")
         path = record_path(__opts__)
-        database_nodes = sorted(_answering(set(cluster.database_nodes()) | set(
-            cluster.redis_nodes())))
-        copies = _record_copies(cluster, database_nodes)
+        answering = sorted(_answering(cluster.nodes))
+        copies = _record_copies(cluster, answering)
         record = new_record(node, cluster.primary, reason,
                             [read_record(path), *copies.values()])
         write_record(path, record)
@@ -183,13 +183,13 @@ def record_primary(node, reason):
             raise errors.OperationFailed(
                 f"wrote {path}, but the pillar still names {seen} as the primary",
                 fix="check that pillar/top.sls includes topology")
-        for database_node in database_nodes:
-            runbook.state_applied("the record's copy", [database_node], {database_node: _call(
-                database_node, "state.single", "file.managed",
-                name=_record_copy_path(cluster, database_node), contents=record_text(record),
+        for answering_node in answering:
+            runbook.state_applied("the record's copy", [answering_node], {answering_node: _call(
+                answering_node, "state.single", "file.managed",
+                name=_record_copy_path(cluster, answering_node), contents=record_text(record),
                 makedirs=True, mode="0644")})
         return {"record": path, "primary": node, "generation": record["generation"],
-                "copies on": ", ".join(database_nodes) or "no answering node"}
+                "copies on": ", ".join(answering) or "no answering node"}
 
     return _step("record_primary", action, node=node)
 

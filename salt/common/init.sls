@@ -2,3 +2,4 @@ include:
   - common.hosts
   - common.packages
   - common.accounts
+  - common.topology_record

@@ -1,7 +1,7 @@
 {#- The start guard shared by PostgreSQL and Redis (see unit.jinja): one
     program, and beside it the core's rules (salt://_utils/ha_core) it
-    imports; the record it goes by; and the peer report it asks the other
-    database nodes for (a socket-activated service on the cluster address).
+    imports; and the peer report it asks the other database nodes for (a
+    socket-activated service on the cluster address).
     Without the core the program exits non-zero, and systemd starts neither
     server: the guard fails closed. #}
 {%- from 'start_guard/map.jinja' import start_guard %}
@@ -31,15 +31,6 @@ start-guard-superseded:
     - names:
       - /usr/local/sbin/postgresql-start-guard
       - /usr/local/sbin/redis-start-guard
-
-{#- The validation (salt/validate) has refused a record older than this
-    copy before anything got here. #}
-start-guard-record-copy:
-  file.managed:
-    - name: {{ start_guard.record_copy }}
-    - contents: {{ start_guard.record | json | json }}
-    - makedirs: true
-    - mode: '0644'
 
 start-guard-peer-key:
   file.managed:

@@ -65,12 +65,12 @@
 {%-   do errors.append("topology:primary names " ~ recorded ~ ", which is not a node with the postgresql and redis roles: the topology record (salt-run airflow_ha.topology shows where it is) is out of date; record the node that is the primary now with salt-run airflow_ha.record_primary NODE reason=...") %}
 {%- endif %}
 
-{#- The record is protected: a database node keeps a copy of the last
-    record it was given (salt/start_guard), and a master record that is
+{#- The record is protected: every node keeps a copy of the last record
+    it was given (salt/common/topology_record.sls), and a master record that is
     missing or older than that copy (lost, or restored from an old backup)
     must not reconfigure anything. #}
-{%- import_yaml 'start_guard/defaults.yaml' as start_guard_defaults %}
-{%- set copy_path = start_guard_defaults.start_guard.record_copy %}
+{%- import_yaml 'common/defaults.yaml' as common_defaults %}
+{%- set copy_path = common_defaults.common.topology_record_copy %}
 {%- if salt['file.file_exists'](copy_path) %}
 {%-   set copy = salt['file.read'](copy_path) | load_json %}
 {%-   set master_generation = salt['pillar.get']('topology:generation', 0) | int %}
