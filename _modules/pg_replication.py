@@ -1,6 +1,8 @@
 """
 Operate PostgreSQL streaming replication: status, promotion, fencing, and
-rejoining a former primary as a standby (pg_rewind or base backup).
+rejoining a former primary as a standby (pg_rewind or base backup), which
+discards the WAL it holds past the point where the primary's history left its
+own only with the operator's consent, and keeps a copy of it.
 
 Works on a primary, on a warm standby (``hot_standby = off``, which accepts no
 SQL: its state is read from ``pg_controldata``, its files and the titles of its
@@ -213,6 +215,49 @@ def _last_local_record(settings, timeline, start_lsn):
                   "--path", os.path.join(settings["data_dir"], "pg_wal"),
                   "--timeline", str(timeline), "--start", pg_facts.format_lsn(start_lsn))
     return pg_facts.parse_waldump_last_record(result["stderr"])
+
+
+def _wal_end(settings, control):
+    """
+    Return this node's newest timeline and where its WAL ends on it (an
+    integer: the position after its last record), as pg_waldump finds it,
+    reading from the latest checkpoint, or from where that timeline begins
+    when the node's WAL went on past the checkpoint's timeline (a standby that
+    followed a promotion). After a clean shutdown that is the end of the
+    shutdown checkpoint; after a crash, wherever the WAL stops.
+    """
+    data_dir = settings["data_dir"]
+    pg_wal = os.path.join(data_dir, "pg_wal")
+    names = pg_datadir.wal_file_names(data_dir)
+    segment_size = int(control["Bytes per WAL segment"])
+    checkpoint_timeline = int(control["Latest checkpoint's TimeLineID"])
+    timeline = max(checkpoint_timeline, pg_facts.newest_wal_timeline(names) or 0)
+    history = (pg_datadir.timeline_history(data_dir, timeline)
+               if timeline != checkpoint_timeline else None)
+    if timeline == checkpoint_timeline:
+        start = pg_facts.parse_lsn(control["Latest checkpoint location"])
+    elif history:
+        start = history[-1][1]  # where this timeline begins
+    else:
+        start = min(pg_facts.wal_file_start(name, segment_size)[1] for name in names
+                    if name[:8] == f"{timeline:08X}" and len(name) == 24)
+    first_file = pg_facts.wal_file_name(timeline, start, segment_size)
+    if first_file not in names:
+        raise errors.OperationFailed(
+            f"{pg_wal} has no {first_file}, where {settings['node_name']}'s WAL on timeline "
+            f"{timeline} is to be read from ({pg_facts.format_lsn(start)})",
+            now="nothing was changed", fix=f"check {data_dir}",
+        )
+    result = _run(settings, "pg_waldump", "--quiet", "--path", pg_wal,
+                  "--timeline", str(timeline), "--start", pg_facts.format_lsn(start))
+    end = pg_facts.parse_waldump_end(result["stderr"], segment_size)
+    if end is None:
+        raise errors.OperationFailed(
+            f"could not tell where {settings['node_name']}'s WAL ends: pg_waldump on "
+            f"timeline {timeline} from {pg_facts.format_lsn(start)}: {_output_of(result)}",
+            now="nothing was changed", fix=f"check {pg_wal}",
+        )
+    return timeline, end
 
 
 def _status(settings):
@@ -502,8 +547,95 @@ def _wait_for_streaming(settings, host, port, wait):
         time.sleep(_POLL_SECONDS)
 
 
+def _divergence(settings, host, port):
+    """
+    Return pg_decisions.divergence for this node and the primary at
+    host:port, and the primary's IDENTIFY_SYSTEM.
+    """
+    identity = _identify_system(settings, host, port)
+    control = _controldata(settings)
+    same_cluster = control["Database system identifier"] == identity["system_identifier"]
+    timeline, end, local_history = int(control["Latest checkpoint's TimeLineID"]), None, None
+    if same_cluster:
+        timeline, end = _wal_end(settings, control)
+        local_history = pg_datadir.timeline_history(settings["data_dir"], timeline)
+        # The primary's position read after this node's: a running standby
+        # may have received more since the first.
+        identity = _identify_system(settings, host, port)
+    history = None
+    if identity["timeline"] > 1:
+        history = _remote_sql(settings, host, port, f"TIMELINE_HISTORY {identity['timeline']}",
+                              replication=True)
+    decided = pg_decisions.divergence(
+        same_cluster, timeline, end, local_history, pg_facts.primary_timelines(identity, history),
+        pg_decisions.rewind_possible(control),
+    )
+    return decided, identity
+
+
 @errors.reported_as(CommandExecutionError)
-def rejoin(primary, wait=120):
+def divergence(primary):
+    """
+    Return what rejoining this node to ``primary`` (see rejoin) would
+    discard, and how it would rejoin, changing nothing: the WAL this node
+    holds past the point where the primary's history left its own, that is
+    what it wrote (or received) that the primary does not have. Works on a
+    stopped node, as rejoin finds it, and on a running one, where the answer
+    is a snapshot: a running node may write more before it is stopped.
+
+    primary
+        The primary's address: ``HOST`` or ``HOST:PORT`` (default port: this
+        node's).
+
+    Returns ``method`` (none, rewind or basebackup: what rejoin would do),
+    ``fork_lsn`` and ``fork_timeline`` (where the primary's history left
+    this node's: the end of the last timeline both share, walking back
+    through this node's timeline history when the primary never had its
+    timeline), ``local_end_lsn`` (the end of this node's WAL, after its last
+    record), ``discarded_lsn_range`` (``"X/Y-X/Y"``, from the fork to that
+    end; None when nothing would be discarded), ``discarded_bytes``,
+    ``timeline`` (this node's), ``primary_timeline`` and ``same_cluster``.
+    A node of another cluster (``same_cluster`` False) shares no history with
+    the primary: a base backup replaces its data directory, with no fork and
+    nothing counted as discarded.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt airflow-server1 pg_replication.divergence primary=airflow-server2
+    """
+    settings = _settings()
+    host, port = addresses.parse(primary, settings["port"])
+    return _divergence(settings, host, port)[0]
+
+
+def _keep_discarded_wal(settings, diverged):
+    """
+    Copy the WAL segment files holding the range to be discarded, and the
+    timeline history files, into ``<data_dir>.discarded-<UTC time>/pg_wal``;
+    return that directory's parent.
+    """
+    data_dir = settings["data_dir"]
+    segment_size = int(_controldata(settings)["Bytes per WAL segment"])
+    names = pg_decisions.wal_files_to_keep(
+        pg_datadir.wal_file_names(data_dir), segment_size,
+        pg_facts.parse_lsn(diverged["fork_lsn"]), pg_facts.parse_lsn(diverged["local_end_lsn"]),
+    )
+    kept = pg_datadir.discarded_path(data_dir)
+    try:
+        return pg_datadir.keep_wal(data_dir, names, kept, *_os_user_ids(settings))
+    except OSError as error:
+        raise errors.OperationFailed(
+            f"could not keep a copy of the WAL to discard, {diverged['discarded_lsn_range']}, "
+            f"in {kept}: {error}",
+            now="nothing was discarded; what was copied is left there",
+            fix="make room beside the data directory, remove that copy, then retry",
+        ) from error
+
+
+@errors.reported_as(CommandExecutionError)
+def rejoin(primary, wait=120, discard=None):
     """
     Turn this stopped node (typically a former primary) into a streaming
     standby of ``primary``, as cheaply as it safely can:
@@ -515,20 +647,39 @@ def rejoin(primary, wait=120):
     - ``basebackup``: a fresh copy of the primary, when the clusters differ or
       rewinding is impossible or fails.
 
+    A rewind or a base backup discards the WAL this node holds past the point
+    where the primary's history left its own (see divergence): writes the
+    primary does not have. Unless ``discard`` names exactly that range, it
+    refuses, changing nothing, and says the range, its size and the command
+    that consents. With consent it keeps what it discards, beside the data
+    directory in ``<data_dir>.discarded-<UTC time>`` (owned by the OS user,
+    0700): before pg_rewind a copy of the WAL segment files holding the range
+    and the timeline history files, in its ``pg_wal``; a base backup keeps
+    the whole data directory it replaces there instead (in its
+    ``data-after-failed-rewind`` after a failed rewind). A node of another
+    cluster shares no history with the primary: it is replaced without
+    consent, and not kept.
+
     Then it makes sure this node's replication slot exists on the primary,
     writes standby.signal, primary_conninfo (application_name is node_name)
     and primary_slot_name, removes any fence marker, starts the server and
-    waits until the primary shows it streaming. Refuses a running node.
+    waits until the primary shows it streaming. Refuses a running node (a
+    running primary is a split brain: both take writes).
 
     primary
         The primary's address: ``HOST`` or ``HOST:PORT`` (default port: this
         node's).
     wait
         Seconds to wait, once started, for it to stream.
+    discard
+        The operator's consent to discard this node's WAL past the fork: the
+        range ``"X/Y-X/Y"`` that divergence (or the refusal) reports.
 
     Returns ``method``, ``seconds`` (all of it), ``rewind_seconds`` and/or
     ``basebackup_seconds``, ``rewind_error`` when a failed rewind fell back to
-    a base backup, and ``timeline``.
+    a base backup, ``timeline``, ``discarded_lsn_range`` (None when nothing
+    was discarded), ``discarded_bytes`` and ``kept`` (the directory holding
+    what was discarded, or None).
 
     CLI Example:
 
@@ -536,56 +687,80 @@ def rejoin(primary, wait=120):
 
         salt airflow-server1 pg_replication.rejoin primary=airflow-server2
         salt airflow-server1 pg_replication.rejoin primary=10.11.12.20:5432 wait=300
+        salt airflow-server1 pg_replication.rejoin primary=airflow-server2 \
+            discard=0/3018C58-0/3A1B2C0
     """
     settings = _settings()
+    node = settings["node_name"]
     state = _status(settings)
-    if state["running"]:
-        raise errors.Refused(f"{settings['node_name']} is running as {state['role']}",
-                             now="rejoin needs it stopped",
-                             fix="stop or fence it first (pg_replication.fence)")
+    refusal = pg_decisions.rejoin_refusal(node, __grains__["id"], state["role"], primary)
+    if refusal:
+        raise refusal
     started = time.monotonic()
     host, port = addresses.parse(primary, settings["port"])
-    identity = _identify_system(settings, host, port)
-    history = None
-    if identity["timeline"] > 1:
-        history = _remote_sql(settings, host, port, f"TIMELINE_HISTORY {identity['timeline']}",
-                              replication=True)
-    method = pg_decisions.rejoin_method(
-        _controldata(settings), identity, pg_facts.primary_timelines(identity, history)
-    )
-    log.info("pg_replication: rejoining %s to %s by %s",
-             settings["node_name"], addresses.join(host, port), method)
-    slot = pg_facts.slot_name(settings["node_name"])
+    diverged, identity = _divergence(settings, host, port)
+    refusal = pg_decisions.discard_refusal(node, __grains__["id"], primary, diverged, discard)
+    if refusal:
+        raise refusal
+    method = diverged["method"]
+    log.info("pg_replication: rejoining %s to %s by %s", node, addresses.join(host, port), method)
+    slot = pg_facts.slot_name(node)
     _remote_sql(settings, host, port, pg_commands.create_slot_sql(slot))
-    rejoined = {}
-    if method == "rewind":
-        _check_control_timeline(settings, host, port, identity["timeline"])
-        rewind_started = time.monotonic()
-        result = _run(settings, *pg_commands.pg_rewind_args(
-            "pg_rewind", settings["data_dir"], _remote_conninfo(settings, host, port),
-            settings["conf_dir"],
-        ))
-        rejoined["rewind_seconds"] = round(time.monotonic() - rewind_started, 3)
-        if result["retcode"] != 0:
-            log.warning(
-                "pg_replication: pg_rewind failed, taking a base backup: %s", _output_of(result)
+    rejoined, kept = {}, None
+    try:
+        if method == "rewind":
+            _check_control_timeline(settings, host, port, identity["timeline"])
+            if diverged["discarded_bytes"]:
+                kept = _keep_discarded_wal(settings, diverged)
+                log.warning("pg_replication: %s discards %s (%s bytes of WAL), kept in %s",
+                            node, diverged["discarded_lsn_range"], diverged["discarded_bytes"],
+                            kept)
+            rewind_started = time.monotonic()
+            result = _run(settings, *pg_commands.pg_rewind_args(
+                "pg_rewind", settings["data_dir"], _remote_conninfo(settings, host, port),
+                settings["conf_dir"],
+            ))
+            rejoined["rewind_seconds"] = round(time.monotonic() - rewind_started, 3)
+            if result["retcode"] != 0:
+                log.warning(
+                    "pg_replication: pg_rewind failed, taking a base backup: %s", _output_of(result)
+                )
+                rejoined["rewind_error"] = (_output_of(result).splitlines() or ["no output"])[-1]
+                method = "basebackup"
+        if method == "basebackup":
+            keep = None
+            if diverged["discarded_bytes"]:
+                keep = (os.path.join(kept, "data-after-failed-rewind") if kept
+                        else pg_datadir.discarded_path(settings["data_dir"]))
+            backup_started = time.monotonic()
+            kept_data_dir = pg_datadir.replace_data_dir(
+                settings["data_dir"], *_os_user_ids(settings),
+                functools.partial(_base_backup, settings, host, port, slot), keep=keep,
             )
-            rejoined["rewind_error"] = (_output_of(result).splitlines() or ["no output"])[-1]
-            method = "basebackup"
-    if method == "basebackup":
-        backup_started = time.monotonic()
-        pg_datadir.replace_data_dir(settings["data_dir"], *_os_user_ids(settings),
-                                  functools.partial(_base_backup, settings, host, port, slot))
-        rejoined["basebackup_seconds"] = round(time.monotonic() - backup_started, 3)
-    primary_conninfo = pg_facts.format_conninfo({
-        "host": host, "port": port, "user": settings["replication_user"],
-        "application_name": settings["node_name"], "passfile": settings["passfile"],
-    })
-    pg_datadir.configure_standby(settings["data_dir"], primary_conninfo, slot,
-                               *_os_user_ids(settings))
-    _start(settings)
-    _wait_for_streaming(settings, host, port, wait)
+            rejoined["basebackup_seconds"] = round(time.monotonic() - backup_started, 3)
+            if kept_data_dir:
+                log.warning("pg_replication: %s discards %s (%s bytes of WAL), its data "
+                            "directory kept in %s", node, diverged["discarded_lsn_range"],
+                            diverged["discarded_bytes"], kept_data_dir)
+            kept = kept or kept_data_dir
+        primary_conninfo = pg_facts.format_conninfo({
+            "host": host, "port": port, "user": settings["replication_user"],
+            "application_name": node, "passfile": settings["passfile"],
+        })
+        pg_datadir.configure_standby(settings["data_dir"], primary_conninfo, slot,
+                                     *_os_user_ids(settings))
+        _start(settings)
+        _wait_for_streaming(settings, host, port, wait)
+    except errors.HaError as error:
+        if not kept:
+            raise
+        # Whatever failed, the operator must know where the discarded WAL is.
+        where = f"the WAL it discards, {diverged['discarded_lsn_range']}, is kept in {kept}"
+        raise type(error)(error.what, now="; ".join(filter(None, [error.now, where])),
+                          fix=error.fix) from error
     rejoined.update(method=method, seconds=round(time.monotonic() - started, 3),
-                    timeline=_status(settings)["timeline"])
-    log.info("pg_replication: rejoined %s: %s", settings["node_name"], rejoined)
+                    timeline=_status(settings)["timeline"],
+                    discarded_lsn_range=diverged["discarded_lsn_range"],
+                    discarded_bytes=diverged["discarded_bytes"], kept=kept)
+    log.info("pg_replication: rejoined %s: %s", node, rejoined)
     return rejoined

@@ -279,12 +279,14 @@ def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None):
 def _plan(cluster, action, force, switch_back, max_lag_bytes):
     answering = _answering(cluster.nodes)
     refusal = failover.pillar_refusal(_nodes().render_validation(sorted(answering)))
-    pg_states = {} if refusal else _nodes().data_tier_states(cluster, answering)[0]
+    pg_states, redis_states = ({}, {}) if refusal else _nodes().data_tier_states(cluster,
+                                                                                answering)
     last_lsn, seen_at = (_last_known_lsn(cluster.primary) if action == "failover" and not refusal
                          else (None, None))
     return failover.plan(cluster, action, answering, pg_states, force=force,
                          switch_back=switch_back, max_lag_bytes=max_lag_bytes,
-                         last_primary_lsn=last_lsn, last_seen_at=seen_at, refusal=refusal)
+                         last_primary_lsn=last_lsn, last_seen_at=seen_at, refusal=refusal,
+                         redis_states=redis_states)
 
 
 # --- Steps of the runbooks (titles and advice: ha_core.runbook) ----------------------

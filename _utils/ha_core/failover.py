@@ -102,6 +102,35 @@ def failover_decision(current, candidate, current_up, candidate_state, force,
     return decision
 
 
+def switchover_blockers(candidate, primary_state, candidate_redis, max_lag_bytes):
+    """
+    Return why a planned switch to ``candidate`` must not start (empty:
+    it may): its PostgreSQL must stream from the primary (``primary_state``,
+    its pg_replication.status) no more than ``max_lag_bytes`` behind, and
+    its Redis (``candidate_redis``, its redis_replication.status, None when
+    unknown) must be a replica with its link up. Checked before anything
+    changes, since a switch that stops the primary first cannot wait for a
+    standby that is not there.
+    """
+    blockers = []
+    entry = next((entry for entry in primary_state.get("standbys", [])
+                  if entry["application_name"] == candidate), None)
+    if entry is None or entry["state"] != "streaming":
+        blockers.append(f"{candidate}'s PostgreSQL is not streaming from the primary "
+                        f"({entry['state'] if entry else 'not connected'})")
+    elif entry.get("lag_bytes") is not None and entry["lag_bytes"] > max_lag_bytes:
+        blockers.append(f"{candidate}'s PostgreSQL is {entry['lag_bytes']} bytes behind "
+                        f"(more than failover:max_lag_bytes, {max_lag_bytes})")
+    if candidate_redis is None:
+        blockers.append(f"{candidate}'s Redis does not answer")
+    elif candidate_redis.get("role") != "replica" or candidate_redis.get(
+            "master_link_status") != "up":
+        blockers.append(f"{candidate}'s Redis is not a replica with its link up")
+    elif (candidate_redis.get("lag_bytes") or 0) > max_lag_bytes:
+        blockers.append(f"{candidate}'s Redis is {candidate_redis['lag_bytes']} bytes behind")
+    return blockers
+
+
 def failback_decision(old, new, answering, pg_states, switch_back, old_address):
     """
     Decide what orch.failback does to bring the preferred primary ``new``
@@ -262,7 +291,8 @@ def pillar_refusal(rendered):
 
 
 def plan(cluster, action, answering, pg_states, force=False, switch_back=True,
-         max_lag_bytes=None, last_primary_lsn=None, last_seen_at=None, refusal=None):
+         max_lag_bytes=None, last_primary_lsn=None, last_seen_at=None, refusal=None,
+         redis_states=None):
     """
     Decide what the orchestration ``action`` (``failover`` or ``failback``)
     does, from the cluster (``ha_core.cluster.Cluster``), the nodes that
@@ -278,6 +308,9 @@ def plan(cluster, action, answering, pg_states, force=False, switch_back=True,
         The current primary's last position in the Salt mine, and when.
     refusal
         Why the runbook must not run at all (an invalid pillar), or None.
+    redis_states
+        ``{node: redis_replication.status}`` of the answering Redis nodes
+        (a planned switch is refused when the candidate's is not following).
     """
     old = cluster.primary
     result = {"action": action, "old": old, "new": None, "rejoin": None, "refused": refusal,
@@ -297,6 +330,13 @@ def plan(cluster, action, answering, pg_states, force=False, switch_back=True,
         result.update(failover_decision(old, new, old_up, pg_states.get(new), force,
                                         last_primary_lsn, last_seen_at, int(max_lag_bytes)),
                       new=new, last_primary_lsn=last_primary_lsn, last_seen_at=last_seen_at)
+        blockers = (switchover_blockers(new, pg_states[old], (redis_states or {}).get(new),
+                                        int(max_lag_bytes))
+                    if result["mode"] == "planned" and not result["refused"] else [])
+        if blockers:
+            result["refused"] = (f"planned switch to {new} refused before changing anything: "
+                                 f"{'; '.join(blockers)}. Check salt-run airflow_ha.status; "
+                                 "when it streams again, run the failover again")
     else:
         new = cluster.preferred
         result.update(failback_decision(old, new, answering, pg_states, switch_back,

@@ -236,7 +236,7 @@ def wal_files_to_keep(names, segment_size, start, end):
     """
     kept = []
     for name in names:
-        segment = name[: -len(".partial")] if name.endswith(".partial") else name
+        segment = name.removesuffix(".partial")
         if re.fullmatch(r"[0-9A-F]{24}", segment):
             first = pg_facts.wal_file_start(segment, segment_size)[1]
             if first < end and first + segment_size > start:

@@ -149,6 +149,22 @@ def test_status_of_a_stopped_node(pg_pair):
     assert state["timeline"] == 1 and "received_lsn" not in state
 
 
+def test_a_standby_holds_no_wal_its_primary_lacks(pg_pair):
+    primary, standby = pg_pair.primary, pg_pair.standby
+    primary.sql("create table t (i int); insert into t select generate_series(1, 1000)")
+
+    running = standby.module.divergence(primary=primary.address)
+    standby.stop()
+    stopped = standby.module.divergence(primary=primary.address)
+
+    for diverged in (running, stopped):
+        assert (diverged["method"], diverged["timeline"], diverged["primary_timeline"]) == (
+            "none", 1, 1)
+        assert (diverged["discarded_lsn_range"], diverged["discarded_bytes"]) == (None, 0)
+        assert diverged["fork_lsn"] == diverged["local_end_lsn"]
+    assert lsn(stopped["local_end_lsn"]) <= current_lsn(primary)
+
+
 def test_a_warm_standby_keeps_up_with_a_burst_of_writes(pg_pair, capsys):
     primary, standby = pg_pair.primary, pg_pair.standby
     primary.sql("create table burst (id int primary key, payload text)")
@@ -323,7 +339,6 @@ def test_a_former_primary_that_wrote_ahead_rejoins_by_rewind(pg_pair, capsys):
 
 def test_a_crashed_diverged_former_primary_discards_all_the_wal_it_wrote(pg_pair):
     old_primary, new_primary = pg_pair.primary, pg_pair.standby
-    old_primary.module  # loaded before the crash
     promoted = fail_over(pg_pair)
     old_primary.start()
     old_primary.sql("create table lost (i int); insert into lost select generate_series(1, 1000)")

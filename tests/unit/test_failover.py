@@ -548,7 +548,8 @@ def test_a_fenced_preferred_primary_is_rejoined_first():
 
 def test_the_plan_of_a_planned_failover_names_both_servers_and_the_down_nodes():
     states = {S1: pg_primary(S1, {S2: "streaming"}), S2: pg_standby(S2, S1)}
-    result = plan(Cluster(PILLAR), "failover", {S1, S2}, states)
+    result = plan(Cluster(PILLAR), "failover", {S1, S2}, states,
+                  redis_states={S2: redis_replica(S1)})
     assert (result["mode"], result["old"], result["new"], result["refused"]) == (
         "planned", S1, S2, None)
     assert result["down"] == ["airflow-worker1"]
@@ -636,3 +637,43 @@ def test_a_recorded_primary_fenced_by_its_guard_is_a_problem_naming_unfence():
     problems = topology_problems(S1, states, {}, set())
     assert any("was fenced by its start guard" in problem
                and problem.endswith("salt-run airflow_ha.unfence") for problem in problems)
+
+
+# --- switchover_blockers ----------------------------------------------------------------
+
+from ha_core.failover import switchover_blockers  # noqa: E402
+
+
+def test_a_streaming_candidate_with_a_following_redis_may_take_over():
+    assert switchover_blockers(S2, pg_primary(S1, {S2: "streaming"}),
+                               redis_replica(S1), 1000) == []
+
+
+@pytest.mark.parametrize("standbys, expected", [
+    ({}, "not streaming from the primary (not connected)"),
+    ({S2: "catchup"}, "not streaming from the primary (catchup)"),
+])
+def test_a_candidate_not_streaming_is_refused_up_front(standbys, expected):
+    blockers = switchover_blockers(S2, pg_primary(S1, standbys), redis_replica(S1), 1000)
+    assert blockers == [f"{S2}'s PostgreSQL is {expected}"]
+
+
+def test_a_candidate_lagging_beyond_the_bound_is_refused_up_front():
+    primary = pg_primary(S1, {S2: "streaming"})
+    primary["standbys"][0]["lag_bytes"] = 5000
+    assert "5000 bytes behind" in switchover_blockers(S2, primary, redis_replica(S1),
+                                                      1000)[0]
+
+
+def test_a_candidate_redis_down_or_unlinked_is_refused_up_front():
+    primary = pg_primary(S1, {S2: "streaming"})
+    assert switchover_blockers(S2, primary, None, 1000) == [f"{S2}'s Redis does not answer"]
+    assert switchover_blockers(S2, primary, redis_replica(S1, link="down"), 1000) == [
+        f"{S2}'s Redis is not a replica with its link up"]
+
+
+def test_the_plan_refuses_a_planned_switch_to_a_standby_that_does_not_stream():
+    states = {S1: pg_primary(S1), S2: pg_standby(S2, S1)}
+    result = plan(Cluster(PILLAR), "failover", {S1, S2}, states,
+                  redis_states={S2: redis_replica(S1)})
+    assert result["refused"].startswith(f"planned switch to {S2} refused before changing anything")

@@ -93,6 +93,73 @@ def test_a_replaced_data_directory_is_put_back_when_filling_it_fails(tmp_path):
     assert sorted(entry.name for entry in tmp_path.iterdir()) == ["main"]
 
 
+def test_a_replaced_data_directory_may_be_kept(tmp_path):
+    data_dir = tmp_path / "main"
+    data_dir.mkdir()
+    (data_dir / "PG_VERSION").write_text("15\n")
+    keep = tmp_path / "main.discarded-20261124T080000Z"
+
+    kept = pg_datadir.replace_data_dir(str(data_dir), *IDS,
+                                       lambda path: (data_dir / "copy").write_text(""),
+                                       keep=str(keep))
+
+    assert kept == str(keep)
+    assert sorted(entry.name for entry in data_dir.iterdir()) == ["copy"]
+    assert sorted(entry.name for entry in keep.iterdir()) == ["PG_VERSION"]
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == [
+        "main", "main.discarded-20261124T080000Z"]
+    # Nothing is moved when the place to keep it is taken.
+    with pytest.raises(errors.Refused, match="was to be kept, exists; nothing was changed"):
+        pg_datadir.replace_data_dir(str(data_dir), *IDS, lambda path: None, keep=str(keep))
+    assert sorted(entry.name for entry in data_dir.iterdir()) == ["copy"]
+    assert pg_datadir.replace_data_dir(str(data_dir), *IDS, lambda path: None) is None
+
+
+def test_what_a_rejoin_discards_is_kept_beside_the_data_directory(tmp_path):
+    an_hour_east = datetime.timezone(datetime.timedelta(hours=1))
+    now = datetime.datetime(2026, 11, 24, 9, 0, tzinfo=an_hour_east)  # 08:00 UTC
+    data_dir = str(tmp_path / "main") + "/"
+    assert pg_datadir.discarded_path(data_dir, now) == str(
+        tmp_path / "main.discarded-20261124T080000Z")
+    (tmp_path / "main.discarded-20261124T080000Z").mkdir()
+    (tmp_path / "main.discarded-20261124T080000Z-2").mkdir()
+    assert pg_datadir.discarded_path(data_dir, now) == str(
+        tmp_path / "main.discarded-20261124T080000Z-3")
+
+
+def test_the_wal_files_kept_are_private_copies(tmp_path):
+    pg_wal = tmp_path / "main" / "pg_wal"
+    pg_wal.mkdir(parents=True)
+    (pg_wal / "000000010000000000000003").write_bytes(b"wal")
+    (pg_wal / "00000002.history").write_text("1\t0/30268F8\tno recovery target\n")
+    (pg_wal / "000000010000000000000004").write_bytes(b"not kept")
+    kept = tmp_path / "main.discarded-20261124T080000Z"
+
+    assert pg_datadir.keep_wal(str(tmp_path / "main"), ["000000010000000000000003",
+                               "00000002.history"], str(kept), *IDS) == str(kept)
+
+    assert sorted(entry.name for entry in (kept / "pg_wal").iterdir()) == [
+        "000000010000000000000003", "00000002.history"]
+    assert (kept / "pg_wal" / "000000010000000000000003").read_bytes() == b"wal"
+    for path in (kept, kept / "pg_wal"):
+        assert oct(path.stat().st_mode & 0o777) == "0o700"
+    assert oct((kept / "pg_wal" / "00000002.history").stat().st_mode & 0o777) == "0o600"
+    assert (pg_wal / "000000010000000000000003").exists()  # a copy
+    with pytest.raises(FileExistsError):
+        pg_datadir.keep_wal(str(tmp_path / "main"), [], str(kept), *IDS)
+
+
+def test_a_timeline_s_history_and_the_wal_files_are_read_from_pg_wal(tmp_path):
+    (tmp_path / "pg_wal").mkdir()
+    (tmp_path / "pg_wal" / "00000003.history").write_text("1\t0/30268F8\t\n2\t0/4000000\t\n")
+    (tmp_path / "pg_wal" / "000000030000000000000004").write_text("")
+    assert pg_datadir.timeline_history(str(tmp_path), 3) == [(1, 0x30268F8), (2, 0x4000000)]
+    assert pg_datadir.timeline_history(str(tmp_path), 1) == []
+    assert pg_datadir.timeline_history(str(tmp_path), 2) is None
+    assert pg_datadir.wal_file_names(str(tmp_path)) == [
+        "00000003.history", "000000030000000000000004"]
+
+
 def test_a_data_directory_left_aside_by_an_interrupted_rejoin_is_not_overwritten(tmp_path):
     (tmp_path / "main").mkdir()
     (tmp_path / "main.pg_replication-old").mkdir()

@@ -163,7 +163,8 @@ def test_the_fork_is_where_the_primary_s_history_leaves_the_node_s(
         local_timeline, local_end, local_history, fork, method):
     decided = divergence(local_timeline, local_end, local_history)
 
-    assert (decided["fork_timeline"], decided["fork_lsn"]) == (fork[0], pg_facts.format_lsn(fork[1]))
+    assert (decided["fork_timeline"], decided["fork_lsn"]) == (
+        fork[0], pg_facts.format_lsn(fork[1]))
     assert decided["method"] == method
     assert (decided["timeline"], decided["primary_timeline"], decided["same_cluster"]) == (
         local_timeline, 2, True)
@@ -213,7 +214,7 @@ def test_the_wal_kept_is_the_segments_holding_the_range_and_the_histories():
              "000000010000000000000003.00000028.backup", "archive_status"]
     assert pg_decisions.wal_files_to_keep(names, 16 * MiB, 0x30268F8, 0x5000000) == [
         "000000010000000000000003", "000000010000000000000004", "00000002.history",
-        "000000030000000000000003.partial", "00000003.history"]
+        "00000003.history", "000000030000000000000003.partial"]
     # A range ending on a segment's first byte does not need that segment.
     assert pg_decisions.wal_files_to_keep(names, 16 * MiB, 0x4000000, 0x4000001) == [
         "000000010000000000000004", "00000002.history", "00000003.history"]
