@@ -246,7 +246,7 @@ def _last_known_lsn(node):
     return None, None
 
 
-def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None):
+def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None, discard=None):
     """
     Inspect both servers, decide what the orchestration ``action``
     (``failover`` or ``failback``) will do and print it. Changes nothing.
@@ -254,7 +254,9 @@ def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None):
     ``new`` (the primary before and after), ``rejoin`` (the node to rejoin
     as a standby first, or None), ``refused`` (why it must not run, or
     None), ``at_risk``, ``down`` (nodes that did not answer: the steps do
-    not wait for them), the database nodes' states, and the Airflow nodes.
+    not wait for them), the database nodes' states, and the Airflow nodes;
+    for a failback that rejoins a node, its ``divergence`` and the range
+    the rejoin would ``discard`` (refused unless ``discard`` names it).
 
     CLI Example:
 
@@ -266,7 +268,7 @@ def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None):
     cluster = _cluster()
     _say(f"==> pre-flight ({action}): inspecting {', '.join(sorted(cluster.nodes))}")
     try:
-        result = _plan(cluster, action, force, switch_back, max_lag_bytes)
+        result = _plan(cluster, action, force, switch_back, max_lag_bytes, discard)
     except errors.HaError as error:
         result = {"action": action, "old": cluster.primary, "new": None, "mode": None,
                   "refused": f"the pre-flight could not inspect the cluster: {error}",
@@ -276,7 +278,7 @@ def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None):
     return result
 
 
-def _plan(cluster, action, force, switch_back, max_lag_bytes):
+def _plan(cluster, action, force, switch_back, max_lag_bytes, discard):
     answering = _answering(cluster.nodes)
     refusal = failover.pillar_refusal(_nodes().render_validation(sorted(answering)))
     pg_states, redis_states = ({}, {}) if refusal else _nodes().data_tier_states(cluster,
@@ -286,7 +288,9 @@ def _plan(cluster, action, force, switch_back, max_lag_bytes):
     return failover.plan(cluster, action, answering, pg_states, force=force,
                          switch_back=switch_back, max_lag_bytes=max_lag_bytes,
                          last_primary_lsn=last_lsn, last_seen_at=seen_at, refusal=refusal,
-                         redis_states=redis_states)
+                         redis_states=redis_states, discard=discard or None,
+                         divergence_of=lambda node, primary: _call(
+                             node, "pg_replication.divergence", primary=cluster.address(primary)))
 
 
 # --- Steps of the runbooks (titles and advice: ha_core.runbook) ----------------------
@@ -443,7 +447,7 @@ def airflow_follow(wait=300, down=None):
     return _step("airflow_follow", action)
 
 
-def pg_rejoin(node, primary):
+def pg_rejoin(node, primary, discard=None):
     """
     Make PostgreSQL on ``node`` a streaming standby of ``primary`` unless it
     already is one: fence it, then ``pg_replication.rejoin`` (nothing to
@@ -464,7 +468,7 @@ def pg_rejoin(node, primary):
         _call(node, "pg_replication.fence", reason=f"rejoining {primary} as a standby",
               timeout=_LONG_SECONDS)
         rejoined = _call(node, "pg_replication.rejoin", primary=_cluster().address(primary),
-                         timeout=_LONG_SECONDS)
+                         discard=discard, timeout=_LONG_SECONDS)
         return runbook.rejoined(node, primary, rejoined, _call(node, "pg_replication.status"),
                                 _call(primary, "pg_replication.status"))
 

@@ -58,6 +58,15 @@ def standby(name, primary, database, primary_address=None):
         ret["changes"] = {"standby_of": primary}
         return ret
     try:
+        diverged = __salt__["pg_replication.divergence"](primary=primary_address or primary)
+        if diverged["discarded_bytes"]:
+            ret["result"] = False
+            ret["comment"] = (
+                f"this node holds {diverged['discarded_bytes']} bytes of WAL past where "
+                f"{primary}'s history parts from it ({diverged['discarded_lsn_range']}): a "
+                "highstate never discards them; rejoin it with `salt-run state.orchestrate "
+                "orch.failback`, which shows the range and asks for consent")
+            return ret
         __salt__["pg_replication.stop"]()
         result = __salt__["pg_replication.rejoin"](primary=primary_address or primary)
     except CommandExecutionError as error:

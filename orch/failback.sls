@@ -3,14 +3,19 @@
       salt-run state.orchestrate orch.failback                                  # rejoin, switch back
       salt-run state.orchestrate orch.failback pillar='{"switch_back": false}'  # rejoin only
       salt-run state.orchestrate orch.failback test=True                        # the plan only
+      salt-run state.orchestrate orch.failback pillar='{"discard": "X/Y-X/Y"}'  # consent to a loss
 
     The preferred primary first rejoins the current primary as a standby
     (nothing to copy after a planned switch, pg_rewind after a crash, a base
     backup when rewinding is impossible) and its Redis follows; then the
-    roles switch back with the planned procedure, losing nothing. #}
+    roles switch back with the planned procedure, losing nothing. A rejoin
+    that would discard WAL the preferred primary holds past the fork (what
+    it committed after the other was promoted) is refused until `discard`
+    names that range; the discarded WAL is kept beside its data directory. #}
 {%- from 'orch/steps.jinja' import step, refuse, planned_switch with context %}
 {%- set plan = salt['saltutil.runner']('airflow_ha.plan', action='failback',
-                                       switch_back=salt['pillar.get']('switch_back', True)) %}
+                                       switch_back=salt['pillar.get']('switch_back', True),
+                                       discard=salt['pillar.get']('discard')) %}
 {%- if plan is not mapping %}
 {{ raise('the pre-flight failed: ' ~ plan) }}
 {%- endif %}
@@ -20,7 +25,7 @@
 {%- elif plan.mode == 'nothing' %}
 {{ step(run, 'verify the cluster', 'verify', down=plan.down) }}
 {%- else %}
-{{ step(run, 'rejoin PostgreSQL on ' ~ plan.new ~ ' as a standby of ' ~ plan.old, 'pg_rejoin', node=plan.new, primary=plan.old) }}
+{{ step(run, 'rejoin PostgreSQL on ' ~ plan.new ~ ' as a standby of ' ~ plan.old, 'pg_rejoin', node=plan.new, primary=plan.old, discard=plan.discard) }}
 {{ step(run, 'make Redis on ' ~ plan.new ~ ' a replica of ' ~ plan.old, 'redis_follow', node=plan.new, master=plan.old) }}
 {%-   if plan.mode == 'planned' %}
 {{ planned_switch(run, plan.old, plan.new, 'orch.failback', plan.down) }}

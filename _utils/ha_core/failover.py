@@ -157,6 +157,12 @@ def failback_decision(old, new, answering, pg_states, switch_back, old_address):
     elif old not in pg_states or pg_states[old].get("role") != "primary":
         decision["refused"] = (f"{old}, the current primary, is not a running primary: "
                                "fail over to it first, or check salt-run airflow_ha.status")
+    elif (pg_states.get(new) or {}).get("role") == "primary":
+        decision["refused"] = (
+            f"split brain: {new} and {old} are both writable PostgreSQL primaries. Nothing was "
+            f"changed. Stop writes to {new} (salt {new} pg_replication.fence), see what it "
+            f"holds that {old} lacks (salt {new} pg_replication.divergence "
+            f"primary=ADDRESS-OF-{old}), then run the failback again")
     else:
         following = (pg_states[new].get("standby_of") or {}).get("host")
         if not streams_from(new, pg_states[new], pg_states[old]) or following not in (
@@ -164,6 +170,23 @@ def failback_decision(old, new, answering, pg_states, switch_back, old_address):
             decision["rejoin"] = new
         decision["mode"] = "planned" if switch_back else "rejoin-only"
     return decision
+
+
+def rejoin_refusal(node, divergence, discard):
+    """
+    Why the failback must not rejoin ``node`` (``divergence``: its
+    ``pg_replication.divergence``) without the operator's consent, or None:
+    rejoining it discards the WAL it holds past the fork, and ``discard``
+    must name exactly that range.
+    """
+    if not divergence["discarded_bytes"] or discard == divergence["discarded_lsn_range"]:
+        return None
+    return (f"rejoining {node} would discard {divergence['discarded_bytes']} bytes of its WAL, "
+            f"{divergence['discarded_lsn_range']}, past {divergence['fork_lsn']} where its "
+            "history and the primary's part: commits it acknowledged that the primary lacks "
+            "(a copy is kept beside its data directory). Nothing was changed. To accept, run "
+            "salt-run state.orchestrate orch.failback "
+            f"pillar='{{\"discard\": \"{divergence['discarded_lsn_range']}\"}}'")
 
 
 def streams_from(node, state, primary_state):
@@ -292,7 +315,7 @@ def pillar_refusal(rendered):
 
 def plan(cluster, action, answering, pg_states, force=False, switch_back=True,
          max_lag_bytes=None, last_primary_lsn=None, last_seen_at=None, refusal=None,
-         redis_states=None):
+         redis_states=None, divergence_of=None, discard=None):
     """
     Decide what the orchestration ``action`` (``failover`` or ``failback``)
     does, from the cluster (``ha_core.cluster.Cluster``), the nodes that
@@ -311,10 +334,15 @@ def plan(cluster, action, answering, pg_states, force=False, switch_back=True,
     redis_states
         ``{node: redis_replication.status}`` of the answering Redis nodes
         (a planned switch is refused when the candidate's is not following).
+    divergence_of, discard
+        ``divergence_of(node, primary)`` asks a node what rejoining it to
+        the primary would discard; ``discard`` is the operator's consent to
+        that range (``pillar='{"discard": "X/Y-X/Y"}'``).
     """
     old = cluster.primary
     result = {"action": action, "old": old, "new": None, "rejoin": None, "refused": refusal,
-              "at_risk": None, "mode": None, "force": bool(force),
+              "at_risk": None, "mode": None, "force": bool(force), "divergence": None,
+              "discard": None,
               "down": sorted(set(cluster.nodes) - set(answering)),
               "airflow_nodes": cluster.airflow_nodes(), "states": pg_states}
     if refusal:
@@ -341,4 +369,8 @@ def plan(cluster, action, answering, pg_states, force=False, switch_back=True,
         new = cluster.preferred
         result.update(failback_decision(old, new, answering, pg_states, switch_back,
                                         cluster.address(old)), new=new)
+        if result["rejoin"] and not result["refused"] and divergence_of:
+            result["divergence"] = divergence_of(result["rejoin"], old)
+            result["discard"] = result["divergence"]["discarded_lsn_range"]
+            result["refused"] = rejoin_refusal(result["rejoin"], result["divergence"], discard)
     return result

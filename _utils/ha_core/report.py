@@ -108,6 +108,10 @@ def plan_lines(plan):
         if plan.get("rejoin"):
             lines.append(f"    plan: rejoin {plan['rejoin']} as a standby of {plan['old']} "
                          "(pg_rewind, or a base backup), Redis follows")
+            if plan.get("discard"):
+                lines.append(f"    discarding {plan['divergence']['discarded_bytes']} bytes of "
+                             f"{plan['rejoin']}'s WAL, {plan['discard']} (consented; a copy "
+                             "is kept beside its data directory)")
         if plan["mode"] in ("planned", "unplanned"):
             lines.append(
                 f"    plan: {plan['mode']} switch of the PostgreSQL primary and Redis master "

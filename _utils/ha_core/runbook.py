@@ -153,6 +153,9 @@ def rejoined(node, primary, rejoin, state, primary_state):
         raise OperationFailed(f"{node} does not stream from {primary} after its rejoin")
     verified = {"method": rejoin["method"], "rejoin": f"{rejoin['seconds']} s",
                 "timeline": rejoin["timeline"]}
+    if rejoin.get("discarded_bytes"):
+        verified["discarded"] = (f"{rejoin['discarded_lsn_range']} "
+                                 f"({rejoin['discarded_bytes']} bytes), kept in {rejoin['kept']}")
     if "rewind_error" in rejoin:
         verified["rewind failed"] = rejoin["rewind_error"]
     return verified
