@@ -45,7 +45,9 @@ processes) and on a stopped node.
     base backup.
 """
 
+import contextlib
 import functools
+import json
 import logging
 import os
 import pwd
@@ -380,6 +382,68 @@ def stop():
         salt airflow-server2 pg_replication.stop
     """
     return {"stopped": True, "was_running": _stop(_settings())}
+
+
+@errors.reported_as(CommandExecutionError)
+def release(generation, wait=60):
+    """
+    Let this fenced node start as the primary: what ``salt-run
+    airflow_ha.unfence`` does on the node it picked, after start guards
+    fenced it because they could not prove which node is the writer. Stops
+    PostgreSQL, leaves a release for ``generation`` (the topology record's,
+    which this node's copy must have; its start guard honours it once),
+    removes standby.signal and the fence marker, starts it through its
+    service and waits until it accepts writes. Refuses a node that is not
+    fenced: a primary has nothing to release, and a standby follows one.
+
+    generation
+        The generation of the topology record that names this node.
+    wait
+        Seconds to wait for it to accept writes.
+
+    Returns ``released`` (True), ``generation`` and ``seconds``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt airflow-server2 pg_replication.release generation=4
+    """
+    settings = _settings()
+    data_dir = settings["data_dir"]
+    if pg_datadir.read_fence(data_dir) is None:
+        raise errors.Refused(f"{settings['node_name']} is not fenced: there is nothing to release",
+                             fix="check it with pg_replication.status")
+    started = time.monotonic()
+    _stop(settings)
+    uid, gid = _os_user_ids(settings)
+    pg_datadir.write_file(os.path.join(data_dir, pg_datadir.RELEASE),
+                          json.dumps({"generation": int(generation)}) + "\n", uid, gid)
+    # The marker goes last: until the signal file is gone, a start is fenced.
+    for name in (pg_datadir.STANDBY_SIGNAL, pg_datadir.FENCE_MARKER):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(data_dir, name))
+    _start(settings)
+    while _local_sql_or_none(settings, "select pg_is_in_recovery()") != "f":
+        if time.monotonic() > started + wait:
+            raise errors.OperationFailed(
+                f"{settings['node_name']} was released but does not accept writes after {wait} s",
+                now=_log_tail(settings) or "its start guard may have fenced it again (see the "
+                "journal of its service): the release is for another generation than its copy")
+        time.sleep(_POLL_SECONDS)
+    with contextlib.suppress(FileNotFoundError):  # used once, even without a start guard
+        os.unlink(os.path.join(data_dir, pg_datadir.RELEASE))
+    log.info("pg_replication: released %s (generation %s)", settings["node_name"], generation)
+    return {"released": True, "generation": int(generation),
+            "seconds": round(time.monotonic() - started, 3)}
+
+
+def _local_sql_or_none(settings, sql):
+    """Local SQL's output, or None while the server refuses connections."""
+    try:
+        return _local_sql(settings, sql)
+    except errors.OperationFailed:
+        return None
 
 
 @errors.reported_as(CommandExecutionError)

@@ -35,9 +35,6 @@ from ha_core.errors import HaError, Unreachable
 
 INSTALLED_PROGRAM = "/usr/local/sbin/airflow-ha-start-guard"
 INSTALLED_CORE = "/usr/local/lib/airflow-ha"
-# In the data directory: the operator's release of a fenced node (JSON:
-# generation), written by airflow_ha.unfence, used once by the guard.
-RELEASE = "pg_replication.released"
 UNFENCE = "salt-run airflow_ha.unfence"
 
 
@@ -180,12 +177,12 @@ def guard_postgresql(args):
     data_dir = args.data_dir
     starts_as_standby = os.path.exists(os.path.join(data_dir, pg_datadir.STANDBY_SIGNAL))
     copy = _read_json(args.record)
-    release = _read_json(os.path.join(data_dir, RELEASE))
+    release = _read_json(os.path.join(data_dir, pg_datadir.RELEASE))
     reports = {} if starts_as_standby else _peer_reports(args)
     action, reason = postgresql_action(args.node, copy, starts_as_standby,
                                        release and release.get("generation"), reports)
     if release is not None:
-        os.unlink(os.path.join(data_dir, RELEASE))  # a release is used once
+        os.unlink(os.path.join(data_dir, pg_datadir.RELEASE))  # a release is used once
     if action == "fence":
         owner = os.stat(data_dir)
         pg_datadir.write_fence(data_dir, f"start guard: {reason}", owner.st_uid, owner.st_gid)

@@ -25,14 +25,13 @@ from ha_core.pg_facts import (
     set_conf_values,
 )
 
-# In the data directory: the fence marker (JSON: fenced_at, reason), the file
-# that makes PostgreSQL start in recovery, and what ALTER SYSTEM writes.
+# In the data directory: the fence marker (JSON: fenced_at, reason), the
+# operator's release of a fenced node (JSON: generation; the start guard
+# honours it once), the file that makes PostgreSQL start in recovery, and
+# what ALTER SYSTEM writes.
 FENCE_MARKER = "pg_replication.fenced"
-
-
+RELEASE = "pg_replication.released"
 STANDBY_SIGNAL = "standby.signal"
-
-
 AUTO_CONF = "postgresql.auto.conf"
 
 

@@ -409,6 +409,29 @@ def test_a_node_of_another_cluster_rejoins_by_base_backup(pg_pair, capsys):
                  f"{result['basebackup_seconds']:.2f} s")
 
 
+def test_a_released_node_starts_as_the_primary_on_its_own_timeline(pg_pair):
+    """What airflow_ha.unfence does on the writer it picked: the node a
+    start guard fenced (here, fenced and started in recovery) takes writes
+    again, with its data, without a promotion (no new timeline)."""
+    primary = pg_pair.primary
+    primary.sql("create table released_probe as select 1 as kept")
+    timeline = primary.module.status()["timeline"]
+    with pytest.raises(CommandExecutionError, match="is not fenced: there is nothing to release"):
+        primary.module.release(generation=3)
+    primary.module.fence(reason="start guard: could not prove it is the primary")
+    primary.start()
+    assert primary.module.status()["role"] == "standby"
+
+    released = primary.module.release(generation=3)
+
+    assert (released["released"], released["generation"]) == (True, 3)
+    state = primary.module.status()
+    assert (state["role"], state["fenced"], state["timeline"]) == ("primary", False, timeline)
+    assert primary.sql("select kept from released_probe") == "1"
+    assert sorted(path.name for path in primary.data_dir.glob("pg_replication.*")) == []
+    assert not (primary.data_dir / "standby.signal").exists()
+
+
 def test_a_fenced_primary_stops_and_comes_back_only_in_recovery(pg_pair):
     primary = pg_pair.primary
 

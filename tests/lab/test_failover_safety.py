@@ -13,7 +13,8 @@ import pytest
 
 from tests.conftest import REPO, bin_lab, salt_json
 from tests.lab.test_airflow_tier import wait_until
-from tests.lab.test_failover import SERVER1, SERVER2, orchestrate, redis_cli, writable
+from tests.lab.test_failover import (SERVER1, SERVER2, failback_with_consent, orchestrate,
+                                     redis_cli, writable)
 
 pytestmark = [pytest.mark.lab, pytest.mark.destructive]
 
@@ -132,8 +133,7 @@ def test_both_servers_down_after_a_forced_failover_stale_one_first(lab, say):
         wait_until(lambda: redis_master(SERVER2), 60, f"Redis on {SERVER2} master")
         assert not writable(SERVER1)
     assert_one_writer(watch, say, SERVER2)
-    returncode, output = orchestrate(say, "orch.failback")
-    assert returncode == 0, output
+    failback_with_consent(say)
     assert writable(SERVER1) and not writable(SERVER2)
 
 
@@ -159,8 +159,7 @@ def test_both_servers_down_newer_one_first_waits_for_unfence(lab, say):
         assert returncode == 0, output
         wait_until(lambda: writable(SERVER2), 60, f"{SERVER2} writable after unfence")
     assert_one_writer(watch, say, SERVER2)
-    returncode, output = orchestrate(say, "orch.failback")
-    assert returncode == 0, output
+    failback_with_consent(say)
     assert writable(SERVER1) and not writable(SERVER2)
     record = json.loads(salt_run("airflow_ha.topology", "--out=json")[1].splitlines()[-1])
     assert record["record"]["primary"] == SERVER1
