@@ -28,12 +28,14 @@ import argparse
 import json
 import os
 import sys
+import time
 
 from ha_core import addresses, peer, pg_datadir, redis_facts
 from ha_core.cluster import generation
 from ha_core.errors import HaError, Unreachable
 
 INSTALLED_PROGRAM = "/usr/local/sbin/airflow-ha-start-guard"
+PATIENCE_SECONDS = 10
 INSTALLED_CORE = "/usr/local/lib/airflow-ha"
 UNFENCE = "salt-run airflow_ha.unfence"
 
@@ -163,13 +165,22 @@ def _say(message):
 
 
 def _peer_reports(args):
+    """Every peer's report, or why it gave none; a peer that does not
+    answer is asked again for PATIENCE_SECONDS (both nodes booting at once,
+    a network still coming up) before it counts as not reporting."""
     key = peer.read_key(args.key)
     reports = {}
+    deadline = time.monotonic() + PATIENCE_SECONDS
     for name, host in args.peer:
-        try:
-            reports[name] = peer.ask(host, args.port, key)
-        except Unreachable as error:
-            reports[name] = str(error)
+        while True:
+            try:
+                reports[name] = peer.ask(host, args.port, key)
+                break
+            except Unreachable as error:
+                reports[name] = str(error)
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(1)
     return reports
 
 
