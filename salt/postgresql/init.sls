@@ -8,9 +8,10 @@ include:
   - postgresql.service
   - postgresql.module_settings
   - postgresql.mine
-  - postgresql.start_guard
 {%- if grains.id == postgresql.primary %}
   - postgresql.primary
 {%- else %}
   - postgresql.standby
 {%- endif %}
+  {#- Last: on a fresh environment the other node cannot answer yet. #}
+  - postgresql.start_guard

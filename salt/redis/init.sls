@@ -5,4 +5,5 @@ include:
   - redis.config
   - redis.service
   - redis.module_settings
+  {#- Last: on a fresh environment the other node cannot answer yet. #}
   - redis.start_guard
