@@ -313,8 +313,11 @@ def standby_action(status, primary, holds_database, primary_address=None):
     followed = following.get("host"), following.get("port") or pg_facts.DEFAULT_PORT
     designations = {addresses.parse(host, default_port=followed[1])
                     for host in (primary, primary_address) if host}
-    if followed in designations:
+    if followed in designations and status.get("role") == "standby":
         return "keep", f"already a standby of {primary}"
+    if followed in designations and not status.get("fenced"):
+        # Configured, but not running (an earlier attempt failed to start it).
+        return "build", f"a standby of {primary}, but {status.get('role')}"
     if status.get("fenced"):
         return "refuse", (
             "this node was fenced after a failover; rejoin it with "

@@ -10,6 +10,8 @@ postgresql-module-settings:
   grains.present:
     - name: pg_replication
     - force: true
+    # The modules the next states call read their settings from this grain.
+    - reload_modules: true
     - value:
         bin_dir: {{ postgresql.bin_dir }}
         data_dir: {{ postgresql.data_dir }}

@@ -7,6 +7,8 @@ redis-module-settings:
   grains.present:
     - name: redis_replication
     - force: true
+    # The modules the next states call read their settings from this grain.
+    - reload_modules: true
     - value:
         host: 127.0.0.1
         port: {{ redis.port }}

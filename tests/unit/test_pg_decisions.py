@@ -298,6 +298,16 @@ def test_a_standby_following_the_primary_by_name_or_by_address_is_kept(host):
     assert standby_action(status, "airflow-server2", False, "10.11.12.20")[0] == "build"
 
 
+def test_a_standby_configured_but_stopped_is_built_again_unless_fenced():
+    """A start that failed after the standby was configured: the state's
+    retry starts it (rejoin finds nothing to copy), never keeps it down."""
+    status = {"role": "stopped", "standby_of": {"host": "10.11.12.10", "port": 5432}}
+    assert standby_action(status, "airflow-server1", False, "10.11.12.10") == (
+        "build", "a standby of airflow-server1, but stopped")
+    fenced = dict(status, fenced=True)
+    assert standby_action(fenced, "airflow-server1", False, "10.11.12.10")[0] == "refuse"
+
+
 def test_a_fresh_package_cluster_is_built_as_standby():
     assert standby_action({"role": "primary", "standby_of": None}, "airflow-server1", False)[0] == "build"
 
