@@ -25,13 +25,12 @@ usage: airflow-ha-start-guard postgresql --node N --record COPY --key KEY --port
 """
 
 import argparse
-import json
 import os
 import sys
 import time
 
 from ha_core import addresses, peer, pg_datadir, redis_facts
-from ha_core.cluster import generation
+from ha_core.cluster import generation, read_record
 from ha_core.errors import HaError, Unreachable
 
 INSTALLED_PROGRAM = "/usr/local/sbin/airflow-ha-start-guard"
@@ -131,18 +130,10 @@ def redis_action(node, copy, role, reports, peer_addresses):
 # --- What a node reports about itself ----------------------------------------------
 
 
-def _read_json(path):
-    try:
-        with open(path, encoding="utf-8") as stream:
-            return json.load(stream)
-    except FileNotFoundError:
-        return None
-
-
 def node_report(node, record_path, data_dir=None, role_file=None):
     """This node's report: its copy of the record, and what its PostgreSQL
     and Redis are or will start as, from their files alone."""
-    report = {"node": node, "record": _read_json(record_path)}
+    report = {"node": node, "record": read_record(record_path)}
     if data_dir:
         report["postgresql"] = {
             "running": pg_datadir.postmaster_pid(data_dir) is not None,
@@ -187,8 +178,8 @@ def _peer_reports(args):
 def guard_postgresql(args):
     data_dir = args.data_dir
     starts_as_standby = os.path.exists(os.path.join(data_dir, pg_datadir.STANDBY_SIGNAL))
-    copy = _read_json(args.record)
-    release = _read_json(os.path.join(data_dir, pg_datadir.RELEASE))
+    copy = read_record(args.record)
+    release = pg_datadir.read_release(data_dir)
     reports = {} if starts_as_standby else _peer_reports(args)
     action, reason = postgresql_action(args.node, copy, starts_as_standby,
                                        release and release.get("generation"), reports)
@@ -206,7 +197,7 @@ def guard_redis(args):
         role = redis_facts.role_from_role_file(stream.read(), args.role_file)
     reports = _peer_reports(args) if role[0] == "master" else {}
     peer_addresses = {name: (host, args.redis_port) for name, host in args.peer}
-    action, master = redis_action(args.node, _read_json(args.record), role, reports,
+    action, master = redis_action(args.node, read_record(args.record), role, reports,
                                   peer_addresses)
     if action == "follow":
         redis_facts.save_role_file(args.role_file, ("replica", master))

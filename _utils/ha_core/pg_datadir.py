@@ -284,6 +284,12 @@ def write_fence(data_dir, reason, uid, gid, now=None):
     return marker
 
 
+def read_release(data_dir):
+    """Return the operator's release (``generation``), or None when there is none."""
+    text = read_text(os.path.join(data_dir, RELEASE))
+    return None if text is None else json.loads(text)
+
+
 def remove_fence(data_dir):
     """Remove the fence marker, if any (standby.signal is the caller's)."""
     try:

@@ -72,6 +72,15 @@ def assert_one_writer(watch, say, primary):
     assert writable(primary) and redis_master(primary)
 
 
+def fail_over_then_lose_both(say):
+    """The primary crashes, a forced failover promotes the other server,
+    then that one crashes too: both down, the stale one's record older."""
+    bin_lab("crash", SERVER1)
+    returncode, output = orchestrate(say, "orch.failover", 'pillar={"force": true}')
+    assert returncode == 0, output
+    bin_lab("crash", SERVER2)
+
+
 def restart(node, unit):
     return bin_lab("exec", node, "--", "systemctl", "restart", unit, check=False)
 
@@ -120,10 +129,7 @@ def test_both_servers_down_after_a_forced_failover_stale_one_first(lab, say):
     fenced. The newer primary boots next: its peer reports recovery and an
     older record, so it starts as the primary, without help."""
     with WriterWatch() as watch:
-        bin_lab("crash", SERVER1)
-        returncode, output = orchestrate(say, "orch.failover", 'pillar={"force": true}')
-        assert returncode == 0, output
-        bin_lab("crash", SERVER2)
+        fail_over_then_lose_both(say)
         bin_lab("start", SERVER1)
         state = pg_status(SERVER1)
         assert state["fenced"] and state["role"] == "standby", state
@@ -143,10 +149,7 @@ def test_both_servers_down_newer_one_first_waits_for_unfence(lab, say):
     record. Nobody writes until the operator runs unfence, which picks the
     writer by generation, not by boot order."""
     with WriterWatch() as watch:
-        bin_lab("crash", SERVER1)
-        returncode, output = orchestrate(say, "orch.failover", 'pillar={"force": true}')
-        assert returncode == 0, output
-        bin_lab("crash", SERVER2)
+        fail_over_then_lose_both(say)
         bin_lab("start", SERVER2)
         bin_lab("start", SERVER1)
         for node in (SERVER1, SERVER2):
