@@ -4,10 +4,13 @@ Python with no Salt import, one module per concern.
 
 - ``errors``: the kinds of failure, and how Salt-side code reports them.
 - ``addresses``: ``HOST``, ``HOST:PORT`` and ``[IPV6]:PORT``.
-- ``pg_facts``: what PostgreSQL's files, programs and titles say (LSNs,
-  timeline history, ``pg_controldata``, conninfo, the fence marker).
+- ``pg_facts``: what PostgreSQL says, parsed (LSNs, timeline history,
+  ``pg_controldata``, process titles, conninfo).
+- ``pg_datadir``: a data directory's files (fence marker, release, standby
+  configuration, kept WAL) and its server's processes.
+- ``pg_commands``: PostgreSQL's command lines and the SQL sent to it.
 - ``pg_decisions``: a server's role, whether it may be promoted, how it
-  rejoins, what the standby state does with it.
+  rejoins and what that would discard, what the standby state does.
 - ``redis_facts``: what Redis' configuration, role file and INFO say.
 - ``redis_decisions``: how a replica is promoted, which FAILOVER to send.
 - ``cluster``: the cluster as the pillar describes it, the topology
@@ -18,6 +21,7 @@ Python with no Salt import, one module per concern.
 - ``report``: ``salt-run airflow_ha.status`` and the pre-flight as text.
 - ``probes``: waiting for a condition; reading Airflow's ``/health``.
 - ``guard``: what a start guard does, and the guard programs themselves.
+- ``peer``: the signed report a database node gives the other's guards.
 
 Why a package in ``_utils/``: ``saltutil.sync_all`` (which every highstate
 runs) ships it to the minions, the master finds it through ``utils_dirs``,
