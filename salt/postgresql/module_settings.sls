@@ -10,8 +10,9 @@ postgresql-module-settings:
   grains.present:
     - name: pg_replication
     - force: true
-    # The modules the next states call read their settings from this grain.
-    - reload_modules: true
+    # The modules the next states call read their settings from this grain:
+    # reload grains, then modules, so that they see it in this very run.
+    - reload_grains: true
     - value:
         bin_dir: {{ postgresql.bin_dir }}
         data_dir: {{ postgresql.data_dir }}

@@ -7,8 +7,9 @@ redis-module-settings:
   grains.present:
     - name: redis_replication
     - force: true
-    # The modules the next states call read their settings from this grain.
-    - reload_modules: true
+    # The modules the next states call read their settings from this grain:
+    # reload grains, then modules, so that they see it in this very run.
+    - reload_grains: true
     - value:
         host: 127.0.0.1
         port: {{ redis.port }}
