@@ -4,8 +4,11 @@ Python with no Salt import, one module per concern.
 
 - ``errors``: the kinds of failure, and how Salt-side code reports them.
 - ``addresses``: ``HOST``, ``HOST:PORT`` and ``[IPV6]:PORT``.
-- ``pg_facts``: what PostgreSQL's files, programs and titles say (LSNs,
-  timeline history, ``pg_controldata``, conninfo, the fence marker).
+- ``pg_facts``: what PostgreSQL says, parsed (LSNs, timeline history,
+  ``pg_controldata``, process titles, conninfo).
+- ``pg_datadir``: a data directory's files (fence marker, standby
+  configuration) and its server's processes.
+- ``pg_commands``: PostgreSQL's command lines and the SQL sent to it.
 - ``pg_decisions``: a server's role, whether it may be promoted, how it
   rejoins, what the standby state does with it.
 - ``redis_facts``: what Redis' configuration, role file and INFO say.
