@@ -11,12 +11,12 @@ where the cluster stands and what the operator can do next.
 
 The decisions, checks and texts are the core's (``_utils/ha_core``); the
 nodes are asked through ``_utils/ha_nodes.py``; this runner acts and
-prints. The topology record names the node that is the PostgreSQL primary and the Redis
-master now: a JSON file on the master, at the path of the master option
-``airflow_topology_record``, which ``pillar/topology.sls`` serves as the
-pillar key ``topology``; the states take the primary from it
-(``salt/settings.jinja``), so a highstate keeps what a failover did. Without
-a record, the primary is ``cluster:primary``.
+prints. The topology record names the node that is the PostgreSQL primary
+and the Redis master now: a JSON file on the master, at the path of the
+master option ``airflow_topology_record``, which ``pillar/topology.sls``
+serves as the pillar key ``topology``; the states take the primary from it
+(``salt/settings.jinja``), so a highstate keeps what a failover did.
+Without a record, the primary is ``cluster:primary``.
 
 CLI Example:
 

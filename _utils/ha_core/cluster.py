@@ -134,10 +134,6 @@ class Cluster:
             raise InvalidInput(f"{node!r} is not a node of the pillar",
                                fix=f"name one of {', '.join(sorted(self.nodes))}") from None
 
-    def is_node(self, host, node):
-        """Whether ``host`` (a name or an address) designates ``node``."""
-        return host in (node, self.nodes.get(node, {}).get("address"))
-
     def with_role(self, *roles):
         """The nodes that have any of ``roles``, sorted."""
         return sorted(name for name, node in self.nodes.items()

@@ -7,7 +7,7 @@ against the topology record. Nodes are named by minion id.
 """
 
 from ha_core.cluster import generation as generation_of
-from ha_core.pg_facts import parse_lsn
+from ha_core.pg_facts import lag_bytes, parse_lsn
 
 # A forced failover refuses when more WAL than this is known to be missing
 # on the standby (pillar failover:max_lag_bytes overrides it).
@@ -67,7 +67,7 @@ def failover_decision(current, candidate, current_up, candidate_state, force,
         return decision
     received = candidate_state.get("received_lsn")
     if last_primary_lsn and received:
-        decision["lag_bytes"] = max(0, parse_lsn(last_primary_lsn) - parse_lsn(received))
+        decision["lag_bytes"] = lag_bytes(last_primary_lsn, received)
         known = (f"{decision['lag_bytes']} bytes of WAL are known to be missing"
                  if decision["lag_bytes"] else f"{candidate} has all of it")
         decision["at_risk"] = (

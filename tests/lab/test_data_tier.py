@@ -68,7 +68,8 @@ def test_module_status_is_one_json_line_per_node(lab):
         print(function, result.stdout)
     pg = salt_json("airflow-server*", "pg_replication.status")
     assert pg[PRIMARY]["role"] == "primary" and pg[STANDBY]["role"] == "standby"
-    assert pg[STANDBY]["standby_of"]["host"] == PRIMARY
+    # A standby follows the primary's address, as a Redis replica does.
+    assert pg[STANDBY]["standby_of"]["host"] == lab[PRIMARY]
     assert [s["state"] for s in pg[PRIMARY]["standbys"]] == ["streaming"]
 
 

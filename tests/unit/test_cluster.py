@@ -38,12 +38,6 @@ def test_nodes_are_found_by_role_and_addresses_in_one_place():
     assert cluster.other("airflow-server1") == "airflow-server2"
 
 
-@pytest.mark.parametrize("host, expected", [("airflow-server2", True), ("10.11.12.20", True),
-                                            ("airflow-server1", False), ("10.11.12.10", False)])
-def test_a_node_is_designated_by_its_name_or_its_address(host, expected):
-    assert Cluster(LAB).is_node(host, "airflow-server2") is expected
-
-
 def test_an_unknown_node_name_is_refused_naming_the_known_ones():
     with pytest.raises(InvalidInput, match="'airflow-server9' is not a node of the pillar; "
                                            "name one of airflow-lb1, airflow-server1"):
