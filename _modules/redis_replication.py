@@ -15,6 +15,7 @@ one master and its replica.
           password_file: /etc/redis/redis.conf
           role_file: /etc/redis/replication.conf
           announce_host: 10.11.12.10   # how the other nodes reach this one
+          service: redis-server        # its systemd unit (fence stops it)
 
     ``password_file`` names a Redis configuration file whose ``requirepass``
     is the password; ``password`` gives it directly and takes precedence.
@@ -66,6 +67,7 @@ _DEFAULT_SETTINGS = {
     "password_file": None,
     "announce_host": None,
     "role_file": "/etc/redis/replication.conf",
+    "service": "redis-server",
 }
 # Long enough for a busy server to answer, short enough that status() and
 # promote() do not hang on a node that has lost power.
@@ -429,6 +431,40 @@ def _hand_over(settings, local_client, master_client, master_address, master_inf
                 fix="check both nodes with redis_replication.status",
             )
         time.sleep(_POLL_SECONDS)
+
+
+@errors.reported_as(CommandExecutionError, invalid_input=SaltInvocationError)
+def fence(master):
+    """
+    Stop this node's Redis and keep it from coming back as a master: its
+    role file is saved as a replica of ``master`` first, then the service
+    stops, so any later start follows ``master``. What an unplanned failover
+    does to a former master whose minion still answers before it promotes
+    the other node, when that node's link is down and no handover can run.
+    Safe to repeat.
+
+    master
+        The node to follow when it starts again: HOST or HOST:PORT.
+
+    Returns ``fenced`` (True), ``was_running`` and ``replica_of``
+    (HOST:PORT).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt airflow-server1 redis_replication.fence 10.11.12.20
+    """
+    settings = _settings()
+    host, port = addresses.parse(master, settings["port"])
+    _save_role_file(settings["role_file"], ("replica", (host, port)))
+    was_running = bool(__salt__["service.status"](settings["service"]))
+    if was_running and not __salt__["service.stop"](settings["service"]):
+        raise errors.OperationFailed(f"service {settings['service']} did not stop",
+                                     now="its role file says replica", fix="see its journal")
+    log.info("Fenced: Redis stopped, its role file follows %s:%s.", host, port)
+    return {"fenced": True, "was_running": was_running,
+            "replica_of": addresses.join(host, port)}
 
 
 @errors.reported_as(CommandExecutionError, invalid_input=SaltInvocationError)

@@ -29,11 +29,13 @@ CLI Example:
 
 import json
 import logging
+import shlex
+import subprocess
 import sys
 import time
 
 import ha_nodes
-from ha_core import errors, failover, guard, probes, report, runbook
+from ha_core import errors, failover, probes, report, runbook
 from ha_core.cluster import (Cluster, new_record, read_record, record_path, record_text,
                              write_record)
 
@@ -154,13 +156,14 @@ def _record_copies(cluster, nodes):
     return copies
 
 
-def record_primary(node, reason):
+def record_primary(node, reason, fenced=()):
     """
     Record ``node`` as the PostgreSQL primary and Redis master, one
     generation past the master's record and every node's copy, so that
     every later highstate keeps it; give every answering node its copy (the
     start guards go by it, the validation holds the master's record against
-    it); check that the pillar now says so.
+    it); check that the pillar now says so. ``fenced`` lists the nodes the
+    run proved fenced: status and verify take them not answering as known.
 
     CLI Example:
 
@@ -176,7 +179,7 @@ def record_primary(node, reason):
         answering = sorted(_answering(cluster.nodes))
         copies = _record_copies(cluster, answering)
         record = new_record(node, cluster.primary, reason,
-                            [read_record(path), *copies.values()])
+                            [read_record(path), *copies.values()], fenced=fenced)
         write_record(path, record)
         seen = _cluster().primary
         if seen != node:
@@ -218,17 +221,19 @@ def status(as_text=None):
     report.add_standby_lag(pg_states)
     url = _health_url(cluster)
     path = record_path(__opts__)
+    record = read_record(path)
     data = {
         "nodes": {node: {"postgresql": pg_states.get(node), "redis": redis_states.get(node)}
                   for node in sorted(set(pg_nodes) | set(redis_nodes))},
         "primary": cluster.primary,
-        "record": read_record(path),
+        "record": record,
         "record_path": path,
         "airflow_health_url": url,
         "airflow_health": probes.airflow_health(url) if url else None,
         "problems": failover.topology_problems(cluster.primary, pg_states, redis_states,
                                                set(pg_nodes) - answering,
-                                               cluster.address(cluster.primary)),
+                                               cluster.address(cluster.primary),
+                                               (record or {}).get("fenced", ())),
     }
     if as_text is None:
         as_text = __opts__.get("output") in (None, "nested", "txt", "highstate")
@@ -238,15 +243,27 @@ def status(as_text=None):
 # --- Pre-flight -----------------------------------------------------------------------
 
 
+def _mined(node, function):
+    """What the Salt mine last received of ``function`` from ``node``."""
+    return __salt__["mine.get"](node, function, tgt_type="list").get(node) or {}
+
+
 def _last_known_lsn(node):
     """The primary's WAL position the Salt mine last received from it."""
-    mined = __salt__["mine.get"](node, "pg_replication.status", tgt_type="list").get(node) or {}
+    mined = _mined(node, "pg_replication.status")
     if mined.get("role") == "primary":
         return mined.get("current_lsn"), mined.get("checked_at")
     return None, None
 
 
-def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None, discard=None):
+def _last_known_redis_offset(node):
+    """The Redis master's replication offset the Salt mine last received."""
+    mined = _mined(node, "redis_replication.status")
+    return mined.get("master_repl_offset") if mined.get("role") == "master" else None
+
+
+def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None, discard=None,
+         fenced=None, max_redis_lag_bytes=None):
     """
     Inspect both servers, decide what the orchestration ``action``
     (``failover`` or ``failback``) will do and print it. Changes nothing.
@@ -255,8 +272,10 @@ def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None, d
     as a standby first, or None), ``refused`` (why it must not run, or
     None), ``at_risk``, ``down`` (nodes that did not answer: the steps do
     not wait for them), the database nodes' states, and the Airflow nodes;
-    for a failback that rejoins a node, its ``divergence`` and the range
-    the rejoin would ``discard`` (refused unless ``discard`` names it).
+    for an unplanned failover, how the old primary is fenced first
+    (``fence``; ``fenced`` names a node the operator powered off); for a
+    failback that rejoins a node, its ``divergence`` and the range the
+    rejoin would ``discard`` (refused unless ``discard`` names it).
 
     CLI Example:
 
@@ -268,7 +287,8 @@ def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None, d
     cluster = _cluster()
     _say(f"==> pre-flight ({action}): inspecting {', '.join(sorted(cluster.nodes))}")
     try:
-        result = _plan(cluster, action, force, switch_back, max_lag_bytes, discard)
+        result = _plan(cluster, action, force, switch_back, max_lag_bytes, discard, fenced,
+                       max_redis_lag_bytes)
     except errors.HaError as error:
         result = {"action": action, "old": cluster.primary, "new": None, "mode": None,
                   "refused": f"the pre-flight could not inspect the cluster: {error}",
@@ -278,17 +298,21 @@ def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None, d
     return result
 
 
-def _plan(cluster, action, force, switch_back, max_lag_bytes, discard):
+def _plan(cluster, action, force, switch_back, max_lag_bytes, discard, fenced,
+          max_redis_lag_bytes):
     answering = _answering(cluster.nodes)
     refusal = failover.pillar_refusal(_nodes().render_validation(sorted(answering)))
     pg_states, redis_states = ({}, {}) if refusal else _nodes().data_tier_states(cluster,
                                                                                 answering)
-    last_lsn, seen_at = (_last_known_lsn(cluster.primary) if action == "failover" and not refusal
-                         else (None, None))
+    mined = action == "failover" and not refusal
+    last_lsn, seen_at = _last_known_lsn(cluster.primary) if mined else (None, None)
     return failover.plan(cluster, action, answering, pg_states, force=force,
                          switch_back=switch_back, max_lag_bytes=max_lag_bytes,
                          last_primary_lsn=last_lsn, last_seen_at=seen_at, refusal=refusal,
                          redis_states=redis_states, discard=discard or None,
+                         fenced=fenced or None, max_redis_lag_bytes=max_redis_lag_bytes,
+                         last_redis_offset=(_last_known_redis_offset(cluster.primary)
+                                            if mined else None),
                          divergence_of=lambda node, primary: _call(
                              node, "pg_replication.divergence", primary=cluster.address(primary)))
 
@@ -350,6 +374,8 @@ def pg_check_standby_caught_up(standby, old_primary, wait=30):
         salt-run airflow_ha.pg_check_standby_caught_up airflow-server2 airflow-server1
     """
     def action():
+        if _call(standby, "pg_replication.status")["role"] == "primary":
+            return _already_promoted(standby, old_primary)
         checkpoint = _call(old_primary, "pg_replication.status")["last_checkpoint_lsn"]
 
         def caught_up():
@@ -361,6 +387,13 @@ def pg_check_standby_caught_up(standby, old_primary, wait=30):
         return {"old primary's checkpoint": checkpoint, "received": state["received_lsn"]}
 
     return _step("pg_check_standby_caught_up", action, old_primary=old_primary, standby=standby)
+
+
+def _already_promoted(node, old_primary):
+    """An earlier run promoted ``node``: check that ``old_primary`` holds
+    nothing past the fork, so the switch lost nothing."""
+    return runbook.already_promoted(node, old_primary, _call(
+        old_primary, "pg_replication.divergence", primary=_cluster().address(node)))
 
 
 def pg_promote(node, old_primary, planned=True):
@@ -376,6 +409,10 @@ def pg_promote(node, old_primary, planned=True):
         salt-run airflow_ha.pg_promote airflow-server2 airflow-server1
     """
     def action():
+        state = _call(node, "pg_replication.status")
+        if state["role"] == "primary":
+            return (_already_promoted(node, old_primary) if planned
+                    else {"already": f"primary, timeline {state['timeline']}"})
         checkpoint = (_call(old_primary, "pg_replication.status")["last_checkpoint_lsn"]
                       if planned else None)
         promoted = _call(node, "pg_replication.promote", force=not planned, timeout=_LONG_SECONDS)
@@ -398,16 +435,37 @@ def redis_switch(node, old_master, planned=True):
         salt-run airflow_ha.redis_switch airflow-server2 airflow-server1
     """
     def action():
-        promoted = _call(node, "redis_replication.promote", force=not planned,
-                         timeout=_LONG_SECONDS)
-        verified = runbook.redis_promoted(node, promoted, _call(node, "redis_replication.status"))
-        if planned:
-            saved = _call(old_master, "redis_replication.save_role")
+        if _call(node, "redis_replication.status")["role"] == "master":
+            verified = {"already": "master"}
+        else:
+            promoted = _call(node, "redis_replication.promote", force=not planned,
+                             timeout=_LONG_SECONDS)
+            verified = runbook.redis_promoted(node, promoted,
+                                              _call(node, "redis_replication.status"))
+        if planned or old_master in _answering([old_master]):
+            # A former master fenced by its minion comes back a replica of node.
+            cluster = _cluster()
+            _call(old_master, "service.start", _settings(cluster, "redis", old_master)["service"])
+            follows = probes.wait_until(
+                lambda: _following(old_master, node, cluster), 60,
+                f"Redis on {old_master} following {node}")
             verified.update(runbook.redis_old_master_follows(
-                old_master, node, saved, _call(old_master, "redis_replication.status")))
+                old_master, node, _call(old_master, "redis_replication.save_role"), follows))
         return verified
 
     return _step("redis_switch", action, node=node, old_master=old_master)
+
+
+def _following(node, master, cluster):
+    """Redis on ``node``'s status once it is a replica of ``master`` with
+    its link up, else None."""
+    try:
+        state = _call(node, "redis_replication.status")
+    except errors.HaError:
+        return None  # still starting
+    up = (state["role"] == "replica" and state.get("master_link_status") == "up"
+          and state.get("master_host") == cluster.address(master))
+    return state if up else None
 
 
 def airflow_follow(wait=300, down=None):
@@ -429,11 +487,12 @@ def airflow_follow(wait=300, down=None):
         nodes = sorted(_answering(cluster.airflow_nodes(), down))
         runbook.state_applied("airflow.config", nodes,
                               _nodes().apply(nodes, "airflow.config", _LONG_SECONDS))
-        restarted = []
+        restarted, requested = [], []
         for role, no_block in runbook.RESTART_ORDER:
             for node in sorted(set(cluster.with_role(role)) & set(nodes)):
-                _call(node, "service.restart", role, no_block=no_block)
-                restarted.append(f"{role}@{node}")
+                if not _call(node, "service.restart", role, no_block=no_block):
+                    raise errors.OperationFailed(f"{role} on {node} did not restart")
+                (requested if no_block else restarted).append(f"{role}@{node}")
         for node in sorted(set(cluster.with_role("airflow-webserver")) & set(nodes)):
             _call(node, "service.restart", "airflow-webserver")
             probes.wait_healthy(_webserver_health_url(cluster, node), wait,
@@ -442,7 +501,14 @@ def airflow_follow(wait=300, down=None):
         url = _health_url(cluster)
         if url:
             probes.wait_healthy(url, wait, "Airflow healthy through the load balancer")
-        return {"restarted": ", ".join(restarted), "healthy": url or "no load balancer"}
+        verified = {"restarted": ", ".join(restarted), "healthy": url or "no load balancer"}
+        if requested:
+            verified["restart requested (warm: running tasks finish first)"] = ", ".join(requested)
+        missed = sorted(set(cluster.airflow_nodes()) - set(nodes))
+        if missed:
+            verified["not reached (they take the configuration when their minion returns)"] = \
+                ", ".join(missed)
+        return verified
 
     return _step("airflow_follow", action)
 
@@ -494,31 +560,110 @@ def redis_follow(node, master):
     return _step("redis_follow", action, master=master, node=node)
 
 
-def fence_unreachable(node, primary):
+def _fence_agent(cluster, node, wait):
+    """Run the fence agent (pillar failover:fence) for ``node`` on the
+    master, with the node's name and address as its last two arguments."""
+    command = [*shlex.split(failover.settings_fence_agent(cluster)), node, cluster.address(node)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=wait,
+                                check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise errors.OperationFailed(f"the fence agent {command[0]} failed for {node}: {error}")
+    if result.returncode != 0:
+        output = (result.stderr or result.stdout).strip().splitlines()[-3:]
+        raise errors.OperationFailed(f"the fence agent {command[0]} failed for {node} (exit "
+                                     f"{result.returncode}): {' '.join(output)}")
+    return f"by the fence agent {command[0]}"
+
+
+def _ports_closed(cluster, node, seen_from, ports, wait):
+    """Wait until none of ``ports`` of ``node`` accepts a connection from
+    ``seen_from``; return what was verified."""
+    address = cluster.address(node)
+
+    def closed():
+        open_ports = [port for port in ports if _call(
+            seen_from, "network.connect", address, port, timeout=2).get("result")]
+        return not open_ports or None
+
+    probes.wait_until(closed, wait, f"{node}'s ports {ports} closed, seen from {seen_from}")
+    return f"ports {', '.join(map(str, ports))} of {address} closed, seen from {seen_from}"
+
+
+def fence_old_primary(node, primary, method, wait=90):
     """
-    Fence the former primary on ``node`` if it answers again; otherwise
-    report that its start guards keep it fenced (PostgreSQL in recovery,
-    Redis a replica) when it boots, after checking that the guard is
-    installed on ``primary`` (the same states).
+    Prove that the former primary on ``node`` takes no writes, before
+    ``primary`` is promoted, by ``method`` (the pre-flight's choice):
+    "minion" (its minion answers: PostgreSQL is stopped and fenced; Redis
+    too, unless ``primary``'s replica can take the master role over by
+    handover), "agent" (the fence agent of pillar failover:fence powers it
+    off) or "operator" (the operator named it fenced). Then its PostgreSQL
+    port, and its Redis port unless it is kept for the handover, must be
+    closed as seen from ``primary``.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt-run airflow_ha.fence_unreachable airflow-server1 airflow-server2
+        salt-run airflow_ha.fence_old_primary airflow-server1 airflow-server2 agent
     """
     def action():
-        if node in _answering([node]):
-            _call(node, "pg_replication.fence", reason=f"failed over to {primary}")
-            return {"fenced": f"{node} answers again: fenced now"}
-        if not _call(primary, "file.file_exists", guard.INSTALLED_PROGRAM):
-            raise errors.OperationFailed(f"the start guard is missing on {primary}",
-                                         fix=f"apply the highstate before {node} comes back")
-        return {"fenced": f"{node} is down; when it boots, its start guard finds {primary} "
-                          "writable and keeps its PostgreSQL in recovery (fenced) and its Redis a "
-                          "replica; then run orch.failback"}
+        cluster = _cluster()
+        pg_port = int(_settings(cluster, "postgresql", node)["port"])
+        redis_port = int(_settings(cluster, "redis", node)["port"])
+        ports = [pg_port, redis_port]
+        if method == "minion":
+            _call(node, "pg_replication.fence", reason=f"failing over to {primary}",
+                  timeout=_LONG_SECONDS)
+            if failover.redis_handover_possible(_call(node, "redis_replication.status"),
+                                                _call(primary, "redis_replication.status")):
+                ports, how = [pg_port], "by its minion: PostgreSQL stopped and fenced; Redis " \
+                                        "kept for the handover"
+            else:
+                _call(node, "redis_replication.fence", cluster.address(primary))
+                how = "by its minion: PostgreSQL and Redis stopped and fenced"
+        elif method == "agent":
+            how = _fence_agent(cluster, node, wait)
+        elif method == "operator":
+            how = "by the operator (pillar fenced)"
+        else:
+            raise errors.InvalidInput(f"unknown fence method {method!r}",
+                                      fix="use minion, agent or operator")
+        return {"fenced": how, "verified": _ports_closed(cluster, node, primary, ports, wait)}
 
-    return _step("fence_unreachable", action, node=node)
+    return _step("fence_old_primary", action, node=node)
+
+
+def returning_node(node):
+    """
+    Bring a node whose minion has just started up to date, when its copy of
+    the topology record is older than the master's record: it was down
+    while a runbook moved the primaries, so its Airflow still names the old
+    broker. Its record copy and its Airflow states are applied (units whose
+    configuration changed restart); a node that missed nothing is left
+    alone. The reactor (etc/salt/master) runs this on every minion start;
+    until it has run, the old broker is a fenced replica or down, so the
+    returning node's Airflow processes can take no work from it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.returning_node airflow-worker1
+    """
+    cluster = _cluster()
+    if node not in cluster.nodes:
+        return {"node": node, "applied": "nothing: not a node of the pillar"}
+    master_generation = failover.generation_of(read_record(record_path(__opts__)))
+    copy = _record_copies(cluster, [node])[node]
+    if failover.generation_of(copy) >= master_generation:
+        return {"node": node, "applied": "nothing: its record copy is current"}
+    sls = ["common.topology_record"] + (["airflow"] if node in cluster.airflow_nodes() else [])
+    _say(f"==> {node} returned with record generation {failover.generation_of(copy)} "
+         f"(the master's: {master_generation}): applying {', '.join(sls)}")
+    runbook.state_applied(", ".join(sls), [node], {node: _call(
+        node, "state.sls", ",".join(sls), queue=True, timeout=_LONG_SECONDS)})
+    return {"node": node, "applied": ", ".join(sls), "generation": master_generation}
 
 
 def unfence(node=None, wait=120):
@@ -578,9 +723,11 @@ def unfence(node=None, wait=120):
 def verify(wait=120, down=None):
     """
     Check a runbook's end state: one writable PostgreSQL and one Redis
-    master, both on the recorded primary, every other answering database
-    node streaming from it, Airflow healthy through the load balancer.
-    Nodes that do not answer are reported; nodes in ``down`` are not asked.
+    master, both on the recorded primary, every other database node
+    answering and streaming from it, or known fenced (the record's
+    ``fenced``), Airflow healthy through the load balancer. Nodes in
+    ``down`` (the pre-flight found them down) are not asked again, but a
+    database node among them is a problem unless it is known fenced.
 
     CLI Example:
 
@@ -593,10 +740,12 @@ def verify(wait=120, down=None):
         nodes = sorted(set(cluster.database_nodes()) | set(cluster.redis_nodes()))
         answering = _answering(nodes, down)
 
+        fenced = (read_record(record_path(__opts__)) or {}).get("fenced", ())
+
         def problems():
             return failover.topology_problems(
                 cluster.primary, *_nodes().data_tier_states(cluster, answering),
-                set(nodes) - answering, cluster.address(cluster.primary))
+                set(nodes) - answering, cluster.address(cluster.primary), fenced)
 
         probes.wait_without_problems(problems, wait, "the expected topology")
         url = _health_url(cluster)
@@ -604,7 +753,7 @@ def verify(wait=120, down=None):
             probes.wait_healthy(url, wait, "Airflow healthy through the load balancer")
         verified = {"primary": cluster.primary, "airflow": "healthy" if url else "not checked"}
         if set(nodes) - answering:
-            verified["down"] = ", ".join(sorted(set(nodes) - answering))
+            verified["down, known fenced"] = ", ".join(sorted(set(nodes) - answering))
         return verified
 
     return _step("verify", action)

@@ -67,9 +67,11 @@ class Nodes:
                               "redis_replication.status"))
 
     def apply(self, nodes, sls, timeout):
-        """Run the state ``sls`` on the nodes; ``{node: state results}``."""
+        """Run the state ``sls`` on the nodes, after any state run already
+        under way there (a returning node's, started by the reactor);
+        ``{node: state results}``."""
         return self.client.cmd(list(nodes), "state.sls", [sls], tgt_type="list",
-                               timeout=timeout)
+                               kwarg={"queue": True}, timeout=timeout)
 
     def render_validation(self, nodes):
         """

@@ -7,6 +7,9 @@
                                and whom it is isolated from
   bin/lab exec NODE -- CMD...  run a command on a node; exit with its status
   bin/lab crash NODE           power a node off hard
+  bin/lab fence NODE [ADDRESS] the lab's fence agent (pillar failover:fence):
+                               power NODE off hard, if it runs; refused when
+                               ADDRESS is not NODE's
   bin/lab start NODE           boot a node again and wait for its minion
   bin/lab isolate NODE [--from PEER...]
                                cut a running node off from every other node and
@@ -174,6 +177,17 @@ def crash(args):
     return 0
 
 
+def fence(args):
+    """A fence agent as Pacemaker's are: it succeeds once the node is off."""
+    node = node_named(args.node)
+    if args.address and args.address != node.address:
+        return fail(f"{node.name} is at {node.address}, not {args.address}: not fencing it")
+    if node.is_running():
+        node.crash()
+    say(f"{node.name}: fenced (powered off)")
+    return 0
+
+
 def start(args):
     node = node_named(args.node)
     timings = Timings()
@@ -293,6 +307,10 @@ def main(argv=None):
         sub = commands.add_parser(name)
         sub.add_argument("node")
         sub.set_defaults(func=func)
+    fence_node = commands.add_parser("fence")
+    fence_node.add_argument("node")
+    fence_node.add_argument("address", nargs="?")
+    fence_node.set_defaults(func=fence)
     cut = commands.add_parser("isolate")
     cut.add_argument("node")
     cut.add_argument("--from", dest="peers", nargs="+", action="extend", default=[],

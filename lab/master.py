@@ -34,6 +34,8 @@ interface: {GATEWAY}
 root_dir: {SALT_ROOT}
 airflow_environment: lab
 airflow_topology_record: {SALT_ROOT}/var/lib/airflow-ha/topology-lab.json
+# The lab's fence agent (pillar/lab/settings.sls: failover:fence).
+airflow_lab_cli: {REPO}/bin/lab
 """
 
 

@@ -8,28 +8,35 @@
     The pre-flight inspects both servers and decides:
     - planned (the primary runs): nothing committed or acknowledged is lost;
       the old primary ends as a standby of the new one.
+    - resume (an earlier run shut the primary down cleanly, or promoted the
+      standby, then failed): the planned steps run again, each skipping what
+      is done, as long as nothing the old primary holds would be lost.
     - unplanned (the primary is down): refused unless forced, saying what is
-      at risk; forced, the standby is promoted and the old primary fenced
-      (its start guard keeps it in recovery when it comes back, until
-      orch.failback rejoins it). #}
+      at risk. Forced, the old primary is fenced before anything is
+      promoted: by its minion when it answers, else by the fence agent
+      (pillar failover:fence), else only when the operator names it:
+      pillar='{"force": true, "fenced": "NODE"}'. A standby that still
+      streams from it refuses that word. #}
 {%- from 'orch/steps.jinja' import step, refuse, planned_switch with context %}
 {%- set plan = salt['saltutil.runner']('airflow_ha.plan', action='failover',
                                        force=salt['pillar.get']('force', False),
-                                       max_lag_bytes=salt['pillar.get']('max_lag_bytes')) %}
+                                       max_lag_bytes=salt['pillar.get']('max_lag_bytes'),
+                                       max_redis_lag_bytes=salt['pillar.get']('max_redis_lag_bytes'),
+                                       fenced=salt['pillar.get']('fenced')) %}
 {%- if plan is not mapping %}
 {{ raise('the pre-flight failed: ' ~ plan) }}
 {%- endif %}
 {%- set run = namespace(step=0) %}
 {%- if plan.refused %}
 {{ refuse(plan.refused) }}
-{%- elif plan.mode == 'planned' %}
+{%- elif plan.mode in ('planned', 'resume') %}
 {{ planned_switch(run, plan.old, plan.new, 'orch.failover', plan.down) }}
 {%- else %}
 {{ step(run, 'stop the Airflow schedulers', 'stop_schedulers', down=plan.down) }}
+{{ step(run, 'fence ' ~ plan.old ~ ' (' ~ plan.fence ~ ') before anything is promoted', 'fence_old_primary', node=plan.old, primary=plan.new, method=plan.fence) }}
 {{ step(run, 'promote PostgreSQL on ' ~ plan.new ~ ' (forced)', 'pg_promote', node=plan.new, old_primary=plan.old, planned=false) }}
 {{ step(run, 'make Redis on ' ~ plan.new ~ ' the master', 'redis_switch', node=plan.new, old_master=plan.old, planned=false) }}
-{{ step(run, 'record ' ~ plan.new ~ ' as the primary', 'record_primary', node=plan.new, reason='orch.failover (unplanned, forced): ' ~ plan.old ~ ' was down') }}
-{{ step(run, 'fence ' ~ plan.old ~ ', the former primary', 'fence_unreachable', node=plan.old, primary=plan.new) }}
+{{ step(run, 'record ' ~ plan.new ~ ' as the primary', 'record_primary', node=plan.new, reason='orch.failover (unplanned, forced): ' ~ plan.old ~ ' fenced ' ~ plan.fence, fenced=[plan.old]) }}
 {{ step(run, 'point Airflow at ' ~ plan.new ~ ' and restart it', 'airflow_follow', down=plan.down) }}
 {{ step(run, 'verify the cluster', 'verify', down=plan.down) }}
 {%- endif %}

@@ -53,16 +53,18 @@ def generation(record):
     return int((record or {}).get("generation") or 0)
 
 
-def new_record(primary, previous_primary, reason, known_records=(), now=None):
+def new_record(primary, previous_primary, reason, known_records=(), now=None, fenced=()):
     """
     Return the record naming ``primary`` as the primary now, one generation
     past every record in ``known_records`` (the master's, and the copies
-    the database nodes keep).
+    the database nodes keep); ``fenced``: the nodes the run proved fenced
+    (a node that does not answer later is no problem when it is one).
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     return {"primary": primary, "previous_primary": previous_primary,
             "recorded_at": now.isoformat(timespec="seconds"), "reason": reason,
-            "generation": max([generation(record) for record in known_records] or [0]) + 1}
+            "generation": max([generation(record) for record in known_records] or [0]) + 1,
+            "fenced": sorted(fenced)}
 
 
 def record_text(record):

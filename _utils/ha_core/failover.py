@@ -12,6 +12,9 @@ from ha_core.pg_facts import lag_bytes, parse_lsn
 # A forced failover refuses when more WAL than this is known to be missing
 # on the standby (pillar failover:max_lag_bytes overrides it).
 MAX_LAG_BYTES = 16 * 1024 ** 2
+# ... or when Redis on the candidate is known to miss more than this of its
+# master's replication stream (pillar failover:max_redis_lag_bytes).
+MAX_REDIS_LAG_BYTES = 1024 ** 2
 
 
 def received_everything(checkpoint_lsn, received_lsn):
@@ -49,10 +52,15 @@ def failover_decision(current, candidate, current_up, candidate_state, force,
         With force, the most known-missing WAL that is still accepted.
     """
     decision = {"mode": "planned" if current_up else "unplanned", "refused": None,
-                "at_risk": None, "lag_bytes": None}
+                "at_risk": None, "lag_bytes": None, "resumed": False}
     if candidate_state is None:
         decision["refused"] = (f"{candidate} does not answer: there is no standby to promote; "
                                "bring it back, then run the failover again")
+        return decision
+    if candidate_state.get("role") == "primary" and not current_up:
+        # An earlier forced run promoted it, then failed: this run finishes
+        # that run's switch; the loss was accepted then, nothing more is lost.
+        decision["resumed"] = True
         return decision
     if candidate_state.get("role") != "standby":
         decision["refused"] = (f"{candidate} is {candidate_state.get('role')}, not a running "
@@ -129,6 +137,143 @@ def switchover_blockers(candidate, primary_state, candidate_redis, max_lag_bytes
     elif (candidate_redis.get("lag_bytes") or 0) > max_lag_bytes:
         blockers.append(f"{candidate}'s Redis is {candidate_redis['lag_bytes']} bytes behind")
     return blockers
+
+
+def cleanly_shut_down(state):
+    """Whether PostgreSQL (its pg_replication.status) is stopped after a
+    clean shutdown: its last checkpoint is then the end of its WAL."""
+    return bool(state) and not state.get("running") and state.get("cluster_state") == "shut down"
+
+
+def resume_decision(old, candidate, old_state, candidate_state, divergence=None):
+    """
+    Decide whether orch.failover may finish a planned switch that an earlier
+    run began: ``old``, still the recorded primary, is cleanly shut down
+    (``old_state``), so its last checkpoint is where its WAL ends. Returns
+    ``{"mode": "resume", "refused": reason or None, "lag_bytes"}``; the
+    planned steps then run again, each skipping what is done.
+
+    candidate_state
+        ``pg_replication.status`` of ``candidate`` (None: it does not answer).
+    divergence
+        When ``candidate`` was promoted already: what ``old`` holds past
+        the fork (``pg_replication.divergence`` on ``old``).
+    """
+    decision = {"mode": "resume", "refused": None, "at_risk": None, "lag_bytes": None,
+                "resumed": True}
+    checkpoint = old_state["last_checkpoint_lsn"]
+    role = (candidate_state or {}).get("role")
+    if role == "primary":
+        if divergence and divergence["discarded_bytes"]:
+            decision["refused"] = (
+                f"{candidate} was promoted, but {old} holds {divergence['discarded_bytes']} "
+                f"bytes of WAL past the fork ({divergence['discarded_lsn_range']}): commits "
+                f"{candidate} lacks. Nothing was changed. Check both with salt-run "
+                f"airflow_ha.status; to keep {candidate} and discard them, run salt-run "
+                "state.orchestrate orch.failback")
+        return decision
+    if role != "standby" or (candidate_state or {}).get("fenced"):
+        decision["refused"] = (f"{old} is shut down, but {candidate} is "
+                               f"{role or 'not answering'}, not a standby to promote. Nothing "
+                               f"was changed. Bring {old} back as the primary with salt-run "
+                               f"airflow_ha.unfence {old}, then check salt-run airflow_ha.status")
+        return decision
+    received = candidate_state.get("received_lsn")
+    if not received_everything(checkpoint, received):
+        decision["lag_bytes"] = lag_bytes(checkpoint, received) if received else None
+        decision["refused"] = (
+            f"{old} is shut down at its checkpoint {checkpoint}, and {candidate} has received "
+            f"only up to {received or 'nothing'}: promoting it would lose what {old} committed "
+            "since. Nothing was changed. Let it take writes again, so that its standby catches "
+            f"up: salt-run airflow_ha.unfence {old}; then run the failover again")
+    return decision
+
+
+def signs_of_life(candidate, candidate_pg, candidate_redis):
+    """
+    What the candidate sees of a primary that may still run, whatever its
+    minion says: its WAL receiver streaming, its Redis link up. Empty: no
+    sign of life. (A standby notices a primary gone only after
+    wal_receiver_timeout, so a sign may outlive a power-off by that long.)
+    """
+    signs = []
+    if ((candidate_pg or {}).get("wal_receiver") or {}).get("status") == "streaming":
+        signs.append(f"the WAL receiver on {candidate} is streaming from it")
+    if (candidate_redis or {}).get("master_link_status") == "up":
+        signs.append(f"Redis on {candidate} has its link to it up")
+    return signs
+
+
+def fence_method(old, old_answers, agent, named, signs):
+    """
+    Decide how an unplanned failover proves that ``old`` takes no writes
+    before anything is promoted: returns ``(method, refusal)``. The method
+    is "minion" (its minion answers: it fences its own servers), "operator"
+    (``named``, the operator's word that ``old`` is powered off or cut off
+    from every client, which no sign of life contradicts), or "agent"
+    (``agent``, the command pillar failover:fence names, powers it off);
+    the refusal says why none applies and what to run.
+    """
+    if old_answers:
+        return "minion", None
+    if named and named != old:
+        return None, (f"fenced names {named}, but the primary to fail over from is {old}. "
+                      "Nothing was changed")
+    alive = "; ".join(signs)
+    if named:
+        if signs:
+            return None, (
+                f"{old} was named fenced, but it runs: {alive}. Nothing was changed. Power it "
+                "off, or stop its PostgreSQL and Redis, wait until the sign is gone (a standby "
+                "notices a lost primary within wal_receiver_timeout), then run the failover again")
+        return "operator", None
+    if agent:
+        return "agent", None
+    return None, (
+        f"{old} does not answer, and nothing proves that it takes no writes"
+        f"{': ' + alive if signs else ''}. Promoting now could leave two writable primaries. "
+        "Nothing was changed. Configure a fence agent (pillar failover:fence, see the README), "
+        f"or power {old} off (or cut it off from every client, its own Airflow included) and "
+        "say so: salt-run state.orchestrate orch.failover "
+        f"pillar='{{\"force\": true, \"fenced\": \"{old}\"}}'")
+
+
+def redis_handover_possible(old_redis, candidate_redis):
+    """Whether Redis can move by handover (FAILOVER, nothing lost): the old
+    master answers as a master and the candidate's link to it is up."""
+    return ((old_redis or {}).get("role") == "master"
+            and (candidate_redis or {}).get("master_link_status") == "up")
+
+
+def redis_loss(candidate, candidate_redis, master_offset, handover_possible, max_redis_lag_bytes):
+    """
+    What a forced promotion of Redis on ``candidate`` loses: returns
+    ``(lag_bytes or None, refusal or None)``. Nothing when its master
+    answers and can hand over (``handover_possible``); else the master's
+    last known replication offset (``master_offset``: live, or from the
+    Salt mine) less what the candidate processed, refused beyond
+    ``max_redis_lag_bytes``.
+    """
+    if handover_possible:
+        return 0, None
+    state = candidate_redis or {}
+    if state.get("role") == "master":
+        return 0, None
+    if state.get("role") != "replica":
+        return None, (f"Redis on {candidate} does not answer as a replica: there is no broker "
+                      "to promote. Nothing was changed")
+    processed = state.get("replica_repl_offset")
+    if master_offset is None or processed is None:
+        return None, None
+    lag = max(int(master_offset) - int(processed), 0)
+    if lag > max_redis_lag_bytes:
+        return lag, (
+            f"Redis on {candidate} is {lag} bytes behind its master's last known offset "
+            f"{master_offset}, more than failover:max_redis_lag_bytes ({max_redis_lag_bytes}): "
+            "promoting it would lose those broker writes (queued tasks, results). Nothing was "
+            "changed. Bring the master back if at all possible; to accept the loss, raise the "
+            f"bound for this run: pillar='{{\"force\": true, \"max_redis_lag_bytes\": {lag}}}'")
+    return lag, None
 
 
 def failback_decision(old, new, answering, pg_states, switch_back, old_address):
@@ -243,7 +388,8 @@ def unfence_decision(master_record, copies, pg_states, node=None):
     return decision
 
 
-def topology_problems(recorded, pg_states, redis_states, down, recorded_address=None):
+def topology_problems(recorded, pg_states, redis_states, down, recorded_address=None,
+                      fenced=()):
     """
     Return what is wrong with the cluster against the topology record, as a
     list of sentences (empty: exactly one writable PostgreSQL and one Redis
@@ -255,7 +401,9 @@ def topology_problems(recorded, pg_states, redis_states, down, recorded_address=
     pg_states, redis_states
         ``{node: status}`` of the nodes that answered.
     down
-        Nodes that did not answer (expected after an unplanned failover).
+        Database nodes that did not answer: each is a problem (it may still
+        take writes) unless it is in ``fenced``, the nodes the record says a
+        run proved fenced.
     recorded_address
         The recorded primary's address, which Redis replicas must follow
         (not checked when None).
@@ -286,6 +434,9 @@ def topology_problems(recorded, pg_states, redis_states, down, recorded_address=
     for node in sorted(down):
         if node == recorded:
             problems.append(f"{node}, the recorded primary, does not answer")
+        elif node not in fenced:
+            problems.append(f"{node} does not answer and is not known fenced: it may still take "
+                            f"writes; check it, or power it off")
     return problems
 
 
@@ -315,7 +466,8 @@ def pillar_refusal(rendered):
 
 def plan(cluster, action, answering, pg_states, force=False, switch_back=True,
          max_lag_bytes=None, last_primary_lsn=None, last_seen_at=None, refusal=None,
-         redis_states=None, divergence_of=None, discard=None):
+         redis_states=None, divergence_of=None, discard=None, fenced=None,
+         last_redis_offset=None, max_redis_lag_bytes=None):
     """
     Decide what the orchestration ``action`` (``failover`` or ``failback``)
     does, from the cluster (``ha_core.cluster.Cluster``), the nodes that
@@ -338,6 +490,13 @@ def plan(cluster, action, answering, pg_states, force=False, switch_back=True,
         ``divergence_of(node, primary)`` asks a node what rejoining it to
         the primary would discard; ``discard`` is the operator's consent to
         that range (``pillar='{"discard": "X/Y-X/Y"}'``).
+    fenced
+        The node the operator says is powered off or cut off
+        (``pillar='{"force": true, "fenced": NODE}'``).
+    last_redis_offset, max_redis_lag_bytes
+        The old Redis master's last replication offset in the Salt mine,
+        and the bound of a forced Redis promotion (None or "": pillar
+        ``failover:max_redis_lag_bytes``, or MAX_REDIS_LAG_BYTES).
     """
     old = cluster.primary
     result = {"action": action, "old": old, "new": None, "rejoin": None, "refused": refusal,
@@ -347,24 +506,16 @@ def plan(cluster, action, answering, pg_states, force=False, switch_back=True,
               "airflow_nodes": cluster.airflow_nodes(), "states": pg_states}
     if refusal:
         return result
+    settings = cluster.pillar.get("failover") or {}
     if max_lag_bytes in (None, ""):
-        max_lag_bytes = (cluster.pillar.get("failover") or {}).get("max_lag_bytes",
-                                                                   MAX_LAG_BYTES)
+        max_lag_bytes = settings.get("max_lag_bytes", MAX_LAG_BYTES)
+    if max_redis_lag_bytes in (None, ""):
+        max_redis_lag_bytes = settings.get("max_redis_lag_bytes", MAX_REDIS_LAG_BYTES)
     if action == "failover":
-        new = cluster.other(old)
-        # A server that answers while its PostgreSQL is not a running primary
-        # (it crashed, or was stopped) is failed over as if it were down.
-        old_up = old in pg_states and pg_states[old].get("role") == "primary"
-        result.update(failover_decision(old, new, old_up, pg_states.get(new), force,
-                                        last_primary_lsn, last_seen_at, int(max_lag_bytes)),
-                      new=new, last_primary_lsn=last_primary_lsn, last_seen_at=last_seen_at)
-        blockers = (switchover_blockers(new, pg_states[old], (redis_states or {}).get(new),
-                                        int(max_lag_bytes))
-                    if result["mode"] == "planned" and not result["refused"] else [])
-        if blockers:
-            result["refused"] = (f"planned switch to {new} refused before changing anything: "
-                                 f"{'; '.join(blockers)}. Check salt-run airflow_ha.status; "
-                                 "when it streams again, run the failover again")
+        result.update(_failover_plan(cluster, answering, pg_states, redis_states or {}, force,
+                                     int(max_lag_bytes), last_primary_lsn, last_seen_at,
+                                     divergence_of, fenced, last_redis_offset,
+                                     int(max_redis_lag_bytes)))
     else:
         new = cluster.preferred
         result.update(failback_decision(old, new, answering, pg_states, switch_back,
@@ -374,3 +525,51 @@ def plan(cluster, action, answering, pg_states, force=False, switch_back=True,
             result["discard"] = result["divergence"]["discarded_lsn_range"]
             result["refused"] = rejoin_refusal(result["rejoin"], result["divergence"], discard)
     return result
+
+
+def _failover_plan(cluster, answering, pg_states, redis_states, force, max_lag_bytes,
+                   last_primary_lsn, last_seen_at, divergence_of, fenced, last_redis_offset,
+                   max_redis_lag_bytes):
+    """plan()'s decision for orch.failover: planned (the primary runs),
+    resume (an earlier run shut it down cleanly), or unplanned (forced,
+    fenced first)."""
+    old = cluster.primary
+    new = cluster.other(old)
+    old_state, new_state = pg_states.get(old), pg_states.get(new)
+    result = {"new": new, "last_primary_lsn": last_primary_lsn, "last_seen_at": last_seen_at,
+              "fence": None, "signs_of_life": [], "redis_lag_bytes": None}
+    if (old_state or {}).get("role") == "primary":
+        result.update(failover_decision(old, new, True, new_state, force))
+        blockers = ([] if result["refused"] else
+                    switchover_blockers(new, old_state, redis_states.get(new), max_lag_bytes))
+        if blockers:
+            result["refused"] = (f"planned switch to {new} refused before changing anything: "
+                                 f"{'; '.join(blockers)}. Check salt-run airflow_ha.status; "
+                                 "when it streams again, run the failover again")
+        return result
+    if cleanly_shut_down(old_state):
+        divergence = (divergence_of(old, new) if divergence_of and
+                      (new_state or {}).get("role") == "primary" else None)
+        result.update(resume_decision(old, new, old_state, new_state, divergence))
+        return result
+    result.update(failover_decision(old, new, False, new_state, force, last_primary_lsn,
+                                    last_seen_at, max_lag_bytes))
+    if result["refused"]:
+        return result
+    result["signs_of_life"] = signs_of_life(new, new_state, redis_states.get(new))
+    result["fence"], result["refused"] = fence_method(
+        old, old in answering, settings_fence_agent(cluster), fenced, result["signs_of_life"])
+    if result["refused"]:
+        return result
+    old_redis = redis_states.get(old) or {}
+    handover = redis_handover_possible(old_redis, redis_states.get(new))
+    master_offset = (old_redis.get("master_repl_offset") if old_redis.get("role") == "master"
+                     else last_redis_offset)
+    result["redis_lag_bytes"], result["refused"] = redis_loss(
+        new, redis_states.get(new), master_offset, handover, max_redis_lag_bytes)
+    return result
+
+
+def settings_fence_agent(cluster):
+    """The fence agent's command (pillar failover:fence), or None."""
+    return (cluster.pillar.get("failover") or {}).get("fence") or None

@@ -87,6 +87,13 @@ def status_text(status, preferred):
     return text
 
 
+FENCE_METHODS = {
+    "minion": "by its minion (PostgreSQL and Redis stopped, fenced)",
+    "agent": "by the fence agent (pillar failover:fence), then its ports checked closed",
+    "operator": "by the operator's word (pillar fenced), its ports checked closed",
+}
+
+
 def plan_lines(plan):
     """The lines a runbook's pre-flight prints about its plan
     (``ha_core.failover.plan``'s result)."""
@@ -98,8 +105,13 @@ def plan_lines(plan):
         lines.append(f"    {node}: PostgreSQL {state.get('role')}"
                      f"{' (fenced)' if state.get('fenced') else ''}, "
                      f"timeline {state.get('timeline')}, WAL {position}")
+    if plan.get("signs_of_life"):
+        lines.append(f"    signs that {plan['old']} runs: {'; '.join(plan['signs_of_life'])}")
     if plan.get("at_risk"):
         lines.append(f"    at risk: {plan['at_risk']}")
+    if plan.get("redis_lag_bytes"):
+        lines.append(f"    Redis on {plan['new']} misses {plan['redis_lag_bytes']} bytes of its "
+                     "master's last known offset")
     if plan["refused"]:
         lines.append(f"    REFUSED: {plan['refused']}")
     elif plan["mode"] == "nothing":
@@ -112,9 +124,14 @@ def plan_lines(plan):
                 lines.append(f"    discarding {plan['divergence']['discarded_bytes']} bytes of "
                              f"{plan['rejoin']}'s WAL, {plan['discard']} (consented; a copy "
                              "is kept beside its data directory)")
-        if plan["mode"] in ("planned", "unplanned"):
+        if plan["mode"] in ("planned", "unplanned", "resume"):
             lines.append(
                 f"    plan: {plan['mode']} switch of the PostgreSQL primary and Redis master "
                 f"from {plan['old']} to {plan['new']}; Airflow on "
                 f"{', '.join(plan['airflow_nodes'])} follows")
+        if plan["mode"] == "resume":
+            lines.append("    an earlier run began this switch: its steps run again, each "
+                         "skipping what is done")
+        if plan.get("fence"):
+            lines.append(f"    first, {plan['old']} is fenced {FENCE_METHODS[plan['fence']]}")
     return lines

@@ -61,9 +61,12 @@ STEPS = {
         "{master} is the Redis master and serves Airflow; check {node} with salt {node} "
         "redis_replication.status and retry: salt {node} redis_replication.replicate_from "
         "ADDRESS-OF-{master}"),
-    "fence_unreachable": (
-        "fence {node}, the former primary",
-        "keep {node} powered off until you can run orch.failback"),
+    "fence_old_primary": (
+        "fence {node}, the former primary, before anything is promoted",
+        "nothing was promoted, and {node} may still take writes. Power it off (or stop its "
+        "PostgreSQL and Redis), then run the failover again naming it: salt-run "
+        "state.orchestrate orch.failover pillar='{{\"force\": true, \"fenced\": \"{node}\"}}'; "
+        "or repair the fence agent (pillar failover:fence) and run the failover again"),
     "unfence": (
         "unfence {node}: let the rightful writer take writes",
         "read the reason above and salt-run airflow_ha.status; each node's copy of the "
@@ -110,6 +113,18 @@ def promoted(node, old_primary, checkpoint, promotion, state):
     if checkpoint is not None:
         verified["old checkpoint"] = checkpoint
     return verified
+
+
+def already_promoted(node, old_primary, divergence):
+    """An earlier run promoted ``node``: ``old_primary`` (its
+    ``divergence`` from ``node``) must hold nothing past the fork."""
+    if divergence["discarded_bytes"]:
+        raise OperationFailed(
+            f"{node} was promoted by an earlier run, but {old_primary} holds "
+            f"{divergence['discarded_bytes']} bytes past the fork "
+            f"({divergence['discarded_lsn_range']}) that {node} lacks")
+    return {"already": f"promoted past everything {old_primary} holds "
+                       f"(fork {divergence['fork_lsn']})"}
 
 
 def redis_promoted(node, promotion, state):

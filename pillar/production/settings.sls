@@ -39,5 +39,15 @@ haproxy: {}
 # force given, the failover still refuses when more WAL than this is known to
 # be missing on the standby (the primary's last position in the Salt mine
 # against what the standby has received).
+# The fence agent: a command the master runs, with the node's name and
+# address as its last two arguments, to power a former primary off before a
+# forced failover promotes the other server (when its minion does not
+# answer). It must exit 0 only once the node is off; the runbook then checks
+# that its PostgreSQL and Redis ports are closed. Without one, the operator
+# names the node after powering it off: pillar='{"force": true, "fenced": NODE}'.
+# max_redis_lag_bytes bounds a forced Redis promotion the same way, from the
+# master's last replication offset in the Salt mine.
 # failover:
 #   max_lag_bytes: 16777216      # 16 MiB
+#   max_redis_lag_bytes: 1048576 # 1 MiB
+#   fence: /usr/local/sbin/fence-airflow-node   # for example an IPMI or cloud CLI wrapper

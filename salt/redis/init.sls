@@ -5,5 +5,6 @@ include:
   - redis.config
   - redis.service
   - redis.module_settings
+  - redis.mine
   {#- Last: on a fresh environment the other node cannot report yet. #}
   - redis.start_guard

@@ -15,4 +15,5 @@ redis-module-settings:
         port: {{ redis.port }}
         password_file: {{ redis.config_file }}
         role_file: {{ redis.role_file }}
+        service: {{ redis.service }}
         announce_host: {{ redis.nodes[grains.id].address }}

@@ -33,9 +33,10 @@ ADMIN = ("admin", SECRETS["airflow"]["admin"]["password"])
 WRITER = Path(__file__).with_name("failover_writer.py")
 
 
-def orchestrate(say, name, *args):
+def orchestrate(say, name, *args, on_line=None):
     """Run salt-run state.orchestrate from the repository root; return its
-    exit status and output (its progress lines are shown as they come)."""
+    exit status and output (its progress lines are shown as they come, and
+    given to on_line, which can break something half-way)."""
     started = time.monotonic()
     process = subprocess.Popen([str(REPO / ".venv/bin/salt-run"), "state.orchestrate", name, *args],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -46,6 +47,8 @@ def orchestrate(say, name, *args):
             break
         if line.startswith(("==>", "    ")):
             say(line.rstrip("\n"))
+            if on_line:
+                on_line(line)
     lines += process.stdout.readlines()
     process.wait()
     say(f"{name} {' '.join(args)}: exit {process.returncode} in "

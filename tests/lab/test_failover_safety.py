@@ -5,16 +5,18 @@ failover, booted in either order. Throughout, both servers are polled:
 never two writable PostgreSQL primaries, never two Redis masters."""
 
 import json
+import re
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO, bin_lab, salt_json
 from tests.lab.test_airflow_tier import wait_until
-from tests.lab.test_failover import (SERVER1, SERVER2, failback_with_consent, orchestrate,
-                                     redis_cli, writable)
+from tests.lab.test_failover import (SERVER1, SERVER2, WORKER, failback_with_consent,
+                                     orchestrate, psql, redis_cli, writable)
 
 pytestmark = [pytest.mark.lab, pytest.mark.destructive]
 
@@ -166,3 +168,177 @@ def test_both_servers_down_newer_one_first_waits_for_unfence(lab, say):
     assert writable(SERVER1) and not writable(SERVER2)
     record = json.loads(salt_run("airflow_ha.topology", "--out=json")[1].splitlines()[-1])
     assert record["record"]["primary"] == SERVER1
+
+
+# -- Scenarios of runs under faults: fence before promote, runs finished ------------
+
+
+def problems():
+    """What airflow_ha.status finds wrong with the cluster."""
+    return json.loads(salt_run("airflow_ha.status", "--out=json")[1])["problems"]
+
+
+def wait_whole(what):
+    wait_until(lambda: problems() == [], 180, f"no problem in airflow_ha.status ({what})")
+
+
+def record():
+    return json.loads(salt_run("airflow_ha.topology", "--out=json")[1].splitlines()[-1])["record"]
+
+
+def redis_master_link_broken(node):
+    """Redis on node keeps its role file but loses its link to its master
+    (a wrong masterauth); restart its redis-server to repair it."""
+    redis_cli(node, "CONFIG", "SET", "masterauth", "not-the-password")
+    redis_cli(node, "CLIENT", "KILL", "TYPE", "master")
+
+
+def test_a_forced_failover_of_a_live_primary_fences_it_before_promoting(lab, say):
+    """Scenario 1: the primary's minion is stopped, PostgreSQL and Redis run
+    and stream. The operator's word that it is fenced is refused (the
+    standby still streams from it); the fence agent powers it off, its
+    ports are checked closed, and only then is the standby promoted."""
+    bin_lab("exec", SERVER1, "--", "systemctl", "stop", "salt-minion")
+    with WriterWatch() as watch:
+        returncode, output = orchestrate(
+            say, "orch.failover", f'pillar={{"force": true, "fenced": "{SERVER1}"}}')
+        assert returncode != 0 and f"{SERVER1} was named fenced, but it runs" in output, output
+        assert "WAL receiver on airflow-server2 is streaming from it" in output
+        assert writable(SERVER1) and not writable(SERVER2)
+
+        returncode, output = orchestrate(say, "orch.failover", 'pillar={"force": true}')
+        assert returncode == 0, output
+        assert re.search(rf"fenced by the fence agent \S+/bin/lab, verified ports 5432, 6379 "
+                         rf"of {lab[SERVER1]} closed, seen from {SERVER2}", output), output
+        # The order: fenced first, then promoted.
+        assert output.index(f"==> fence {SERVER1}") < output.index("==> promote PostgreSQL")
+    assert_one_writer(watch, say, SERVER2)
+    assert record()["fenced"] == [SERVER1]
+    assert problems() == []  # powered off, and known fenced: no problem
+    bin_lab("start", SERVER1)
+    assert pg_status(SERVER1)["fenced"] and not writable(SERVER1)
+    failback_with_consent(say)
+    assert writable(SERVER1) and not writable(SERVER2)
+
+
+def test_a_planned_switch_broken_half_way_is_finished_by_running_it_again(lab, say):
+    """Scenario 5: the Redis handover fails after PostgreSQL was promoted.
+    The re-run finishes the switch; nothing is lost, never two writers."""
+    def break_the_redis_link(line):
+        if line.startswith("==> check that"):
+            redis_master_link_broken(SERVER2)
+
+    with WriterWatch() as watch:
+        returncode, output = orchestrate(say, "orch.failover", on_line=break_the_redis_link)
+        assert returncode != 0 and "what to do next" in output, output
+        assert writable(SERVER2) and redis_master(SERVER1) and record()["primary"] == SERVER1
+        restart(SERVER2, "redis-server")  # its link repaired
+        wait_until(lambda: "master_link_status:up" in redis_cli(SERVER2, "INFO", "replication"),
+                   60, f"Redis on {SERVER2} linked again")
+        returncode, output = orchestrate(say, "orch.failover")
+        assert returncode == 0, output
+        assert "plan: resume switch" in output and "already" in output, output
+    assert_one_writer(watch, say, SERVER2)
+    assert record()["primary"] == SERVER2
+    wait_whole("after the finished switch")
+    returncode, output = orchestrate(say, "orch.failback")
+    assert returncode == 0, output
+
+
+def test_a_stopped_primary_whose_standby_lacks_its_last_commits_is_not_failed_over(lab, say):
+    """Scenario 6: the standby stops receiving; a planned switch is refused
+    up front; the primary is then shut down (as a run whose standby check
+    failed leaves it) with commits the standby lacks. Re-running the
+    failover, forced or not, refuses and names the command that brings the
+    primary back; that command does, and nothing is lost."""
+    with WriterWatch() as watch:
+        bin_lab("isolate", SERVER2, "--from", SERVER1)
+        try:
+            psql(SERVER1, "select pg_terminate_backend(pid) from pg_stat_replication")
+            wait_until(lambda: psql(SERVER1, "select count(*) from pg_stat_replication"
+                                    ).stdout.strip() == "0", 30, "no walsender left")
+            returncode, output = orchestrate(say, "orch.failover")
+            assert returncode != 0 and "refused before changing anything" in output, output
+            psql(SERVER1, "create table scenario6 as select 1 as n")
+            salt_json(SERVER1, "pg_replication.fence", "reason=test: a switch stopped here")
+            for pillar in ([], ['pillar={"force": true}']):
+                returncode, output = orchestrate(say, "orch.failover", *pillar)
+                assert returncode != 0, output
+                assert "has received only up to" in output, output
+                assert f"salt-run airflow_ha.unfence {SERVER1}" in output
+                assert pg_status(SERVER2)["role"] == "standby" and not writable(SERVER2)
+        finally:
+            bin_lab("heal", SERVER2)
+        returncode, output = salt_run("airflow_ha.unfence", SERVER1)
+        assert returncode == 0, output
+        wait_until(lambda: writable(SERVER1), 60, f"{SERVER1} writable again")
+    assert_one_writer(watch, say, SERVER1)
+    assert psql(SERVER1, "select n from scenario6").stdout.strip() == "1"
+    psql(SERVER1, "drop table scenario6")
+    wait_whole(f"{SERVER2} streaming again")
+
+
+def test_a_forced_redis_promotion_beyond_its_bound_is_refused(lab, say):
+    """Scenario 10: PostgreSQL on the primary crashed, its Redis runs, and
+    the replica's link broke a while ago: the writes it missed exceed
+    failover:max_redis_lag_bytes, so even a forced failover refuses."""
+    redis_master_link_broken(SERVER2)
+    redis_cli(SERVER1, "EVAL", "redis.call('set', 'scenario10', string.rep('x', 2000000))", "0")
+    bin_lab("exec", SERVER1, "--", "pkill", "-KILL", "-f", "postgres: 15/main|bin/postgres")
+    try:
+        returncode, output = orchestrate(say, "orch.failover", 'pillar={"force": true}')
+        assert returncode != 0 and "max_redis_lag_bytes" in output, output
+        lag = int(re.search(r"is (\d+) bytes behind its master", output).group(1))
+        assert lag > 2000000
+        assert f'"max_redis_lag_bytes": {lag}' in output
+        assert pg_status(SERVER2)["role"] == "standby" and redis_master(SERVER1)
+    finally:
+        redis_cli(SERVER1, "DEL", "scenario10")
+        restart(SERVER2, "redis-server")
+        restart(SERVER1, "postgresql@15-main")
+    wait_until(lambda: writable(SERVER1), 60, f"{SERVER1} writable again")
+    wait_whole("the crashed primary restarted")
+
+
+def test_a_lost_master_record_stops_the_highstate_until_recorded_again(lab, say):
+    """Scenario 7: the master's record is gone while the nodes hold copies
+    of a later generation: the highstate refuses and names the fix, and no
+    Airflow unit restarts."""
+    path = Path(json.loads(salt_run("airflow_ha.topology", "--out=json")[1])["path"])
+    saved = path.read_text()
+    since = bin_lab("exec", SERVER2, "--", "systemctl", "show", "-P", "ActiveEnterTimestamp",
+                    "airflow-scheduler").stdout
+    path.unlink()
+    try:
+        results = salt_json(SERVER2, "state.apply")[SERVER2]
+        text = json.dumps(results)
+        assert "the master's topology record is missing, older than the copy" in text
+        assert "salt-run airflow_ha.record_primary" in text
+    finally:
+        returncode, output = salt_run("airflow_ha.record_primary", SERVER1, "reason=restored")
+    assert returncode == 0, output
+    assert json.loads(path.read_text())["generation"] > json.loads(saved)["generation"]
+    assert bin_lab("exec", SERVER2, "--", "systemctl", "show", "-P", "ActiveEnterTimestamp",
+                   "airflow-scheduler").stdout == since
+
+
+def test_a_worker_down_during_a_failover_follows_when_it_returns(lab, say):
+    """Scenario 8: the worker is off while the primaries move; the run says
+    it was not reached; when its minion starts, the reactor gives it the
+    new broker before it takes work."""
+    bin_lab("crash", WORKER)
+    returncode, output = orchestrate(say, "orch.failover")
+    assert returncode == 0, output
+    assert f"not reached (they take the configuration when their minion returns) {WORKER}" \
+        in output
+    bin_lab("start", WORKER)
+    config = "/opt/airflow/airflow.cfg"
+    wait_until(lambda: lab[SERVER2] in bin_lab("exec", WORKER, "--", "grep", "^broker_url",
+                                               config, check=False).stdout,
+               180, f"{WORKER}'s broker is Redis on {SERVER2}")
+    wait_until(lambda: bin_lab("exec", WORKER, "--", "systemctl", "is-active",
+                               "airflow-worker", check=False).stdout.strip() == "active",
+               120, "its worker active")
+    returncode, output = orchestrate(say, "orch.failback")
+    assert returncode == 0, output
+    assert "restart requested (warm: running tasks finish first) airflow-worker@" in output

@@ -188,7 +188,8 @@ def test_switch_proves_no_loss_only_after_the_checkpoint(checkpoint, switch, exp
 @pytest.mark.parametrize("force", [False, True])
 def test_a_running_primary_and_a_running_standby_make_a_planned_failover(force):
     decision = failover_decision(S1, S2, True, pg_standby(S2, S1), force)
-    assert decision == {"mode": "planned", "refused": None, "at_risk": None, "lag_bytes": None}
+    assert decision == {"mode": "planned", "refused": None, "at_risk": None, "lag_bytes": None,
+                        "resumed": False}
 
 
 def test_a_planned_failover_ignores_mined_positions_and_the_lag_bound():
@@ -213,11 +214,11 @@ def test_a_candidate_that_does_not_answer_is_refused_by_name(current_up, force):
     assert decision["mode"] == ("planned" if current_up else "unplanned")
 
 
-@pytest.mark.parametrize("candidate_state", [
-    pg_primary(S2),
-    pg_stopped(S2),
-], ids=["primary", "stopped"])
-@pytest.mark.parametrize("current_up", [True, False])
+@pytest.mark.parametrize("candidate_state,current_up", [
+    (pg_primary(S2), True),
+    (pg_stopped(S2), True),
+    (pg_stopped(S2), False),
+], ids=["primary beside a primary", "stopped", "stopped, primary down"])
 def test_a_candidate_that_is_not_a_standby_is_refused_even_with_force(candidate_state,
                                                                       current_up):
     decision = failover_decision(S1, S2, current_up, candidate_state, True, "0/3000148")
@@ -225,6 +226,11 @@ def test_a_candidate_that_is_not_a_standby_is_refused_even_with_force(candidate_
     assert S2 in decision["refused"]
     assert f"is {candidate_state['role']}, not a running standby" in decision["refused"]
     assert f"salt {S2} pg_replication.status" in decision["refused"]
+
+
+def test_a_candidate_an_earlier_forced_run_promoted_is_resumed_without_new_risk():
+    decision = failover_decision(S1, S2, False, pg_primary(S2, timeline=2), force=False)
+    assert decision["resumed"] and decision["refused"] is None and decision["at_risk"] is None
 
 
 def test_a_fenced_candidate_is_refused_even_with_force():
@@ -436,12 +442,15 @@ def test_a_down_former_primary_after_an_unplanned_failover_is_no_problem_by_itse
     # orch.failover (forced) promoted S2 and recorded it; S1 is still off.
     pg_states = {S2: pg_primary(S2, timeline=2)}
     redis_states = {S2: redis_master()}
-    assert topology_problems(S2, pg_states, redis_states, {S1}) == []
+    assert topology_problems(S2, pg_states, redis_states, {S1}, fenced=[S1]) == []
 
 
-def test_a_down_node_that_is_not_a_database_node_is_no_problem():
-    pg_states, redis_states = healthy_cluster()
-    assert topology_problems(S1, pg_states, redis_states, {"airflow-worker1"}) == []
+def test_a_down_former_primary_not_known_fenced_is_a_problem():
+    pg_states = {S2: pg_primary(S2, timeline=2)}
+    redis_states = {S2: redis_master()}
+    assert topology_problems(S2, pg_states, redis_states, {S1}) == [
+        f"{S1} does not answer and is not known fenced: it may still take writes; check it, "
+        "or power it off"]
 
 
 def test_topology_problems_does_not_change_the_statuses_it_reads():

@@ -22,7 +22,8 @@ def test_title_and_advice_format_with_the_names_the_runner_gives(step):
     given = re.search(rf'return _step\("{step}", action((?:, \w+=\w+)*)\)', RUNNER).group(1)
     names = {name: f"<{name}>" for name in re.findall(r"(\w+)=", given)}
     title, advice = runbook.title(step, **names), runbook.advice(step, **names)
-    assert "{" not in title and advice and "{" not in advice.replace('{"switch_back', "")
+    # A placeholder left unformatted; the braces of a pillar's JSON are not one.
+    assert "{" not in title and advice and not re.search(r"\{\w+\}", advice)
 
 
 # --- Checks of what a step achieved -------------------------------------------------
