@@ -582,8 +582,7 @@ def _ports_closed(cluster, node, seen_from, ports, wait):
     address = cluster.address(node)
 
     def closed():
-        open_ports = [port for port in ports if _call(
-            seen_from, "network.connect", address, port, timeout=2).get("result")]
+        open_ports = [port for port in ports if _nodes().connects(seen_from, address, port)]
         return not open_ports or None
 
     probes.wait_until(closed, wait, f"{node}'s ports {ports} closed, seen from {seen_from}")

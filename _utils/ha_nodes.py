@@ -51,6 +51,15 @@ class Nodes:
             raise errors.OperationFailed(f"{function} on {node} failed: {result.get('ret')}")
         return result.get("ret")
 
+    def connects(self, node, host, port):
+        """Whether ``node`` can open a TCP connection to ``host``:``port``
+        now (network.connect, which fails the job when it cannot)."""
+        reply = self.client.cmd(node, "network.connect", arg=[host, port],
+                                kwarg={"timeout": 2}, timeout=30, full_return=True)
+        if node not in reply:
+            raise errors.Unreachable(f"{node} did not answer network.connect within 30 s")
+        return (reply[node].get("ret") or {}).get("result") is True
+
     def statuses(self, nodes, function):
         """``{node: status}`` (``function``'s result) of the nodes that answer."""
         replies = self.client.cmd(list(nodes), function, tgt_type="list", timeout=30,

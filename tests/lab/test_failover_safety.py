@@ -173,9 +173,15 @@ def test_both_servers_down_newer_one_first_waits_for_unfence(lab, say):
 # -- Scenarios of runs under faults: fence before promote, runs finished ------------
 
 
+def salt_run_json(*args):
+    result = subprocess.run([str(REPO / ".venv/bin/salt-run"), *args, "--out=json"], cwd=REPO,
+                            capture_output=True, text=True)
+    return json.loads(result.stdout)
+
+
 def problems():
     """What airflow_ha.status finds wrong with the cluster."""
-    return json.loads(salt_run("airflow_ha.status", "--out=json")[1])["problems"]
+    return salt_run_json("airflow_ha.status")["problems"]
 
 
 def wait_whole(what):
@@ -183,7 +189,7 @@ def wait_whole(what):
 
 
 def record():
-    return json.loads(salt_run("airflow_ha.topology", "--out=json")[1].splitlines()[-1])["record"]
+    return salt_run_json("airflow_ha.topology")["record"]
 
 
 def redis_master_link_broken(node):
@@ -304,7 +310,7 @@ def test_a_lost_master_record_stops_the_highstate_until_recorded_again(lab, say)
     """Scenario 7: the master's record is gone while the nodes hold copies
     of a later generation: the highstate refuses and names the fix, and no
     Airflow unit restarts."""
-    path = Path(json.loads(salt_run("airflow_ha.topology", "--out=json")[1])["path"])
+    path = Path(salt_run_json("airflow_ha.topology")["path"])
     saved = path.read_text()
     since = bin_lab("exec", SERVER2, "--", "systemctl", "show", "-P", "ActiveEnterTimestamp",
                     "airflow-scheduler").stdout
