@@ -468,6 +468,21 @@ def _following(node, master, cluster):
     return state if up else None
 
 
+def _started_after_its_configuration(cluster, node, unit):
+    """Whether ``unit`` on ``node`` runs and its process started after
+    airflow.cfg and the environment file last changed: it has the new
+    configuration already (systemd restarted it after its broker went away).
+    Restarting it again would stop Celery during its start-up, which it
+    does not survive: it hangs until the unit's stop timeout."""
+    settings = _settings(cluster, "airflow", node)
+    files = f"{settings['home']}/airflow.cfg {settings['environment_file']}"
+    return _call(node, "cmd.run", cmd=(
+        f"pid=$(systemctl show -P MainPID {unit}); test \"$pid\" -gt 0 && "
+        f"test $(( $(date +%s) - $(ps -o etimes= -p $pid) )) -gt "
+        f"$(stat -c %Y {files} | sort -n | tail -1) && echo current || echo stale"),
+        python_shell=True) == "current"
+
+
 def airflow_follow(wait=300, down=None):
     """
     Point Airflow at the recorded primary: apply ``airflow.config`` on every
@@ -487,9 +502,12 @@ def airflow_follow(wait=300, down=None):
         nodes = sorted(_answering(cluster.airflow_nodes(), down))
         runbook.state_applied("airflow.config", nodes,
                               _nodes().apply(nodes, "airflow.config", _LONG_SECONDS))
-        restarted, requested = [], []
+        restarted, requested, current = [], [], []
         for role, no_block in runbook.RESTART_ORDER:
             for node in sorted(set(cluster.with_role(role)) & set(nodes)):
+                if _started_after_its_configuration(cluster, node, role):
+                    current.append(f"{role}@{node}")
+                    continue
                 if not _call(node, "service.restart", role, no_block=no_block):
                     raise errors.OperationFailed(f"{role} on {node} did not restart")
                 (requested if no_block else restarted).append(f"{role}@{node}")
@@ -504,6 +522,8 @@ def airflow_follow(wait=300, down=None):
         verified = {"restarted": ", ".join(restarted), "healthy": url or "no load balancer"}
         if requested:
             verified["restart requested (warm: running tasks finish first)"] = ", ".join(requested)
+        if current:
+            verified["started since the new configuration"] = ", ".join(current)
         missed = sorted(set(cluster.airflow_nodes()) - set(nodes))
         if missed:
             verified["not reached (they take the configuration when their minion returns)"] = \
