@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 # Long operations: a base backup, a warm shutdown, a state run.
 _LONG_SECONDS = 600
+# How long an Airflow unit takes to start (Celery ready for a warm shutdown).
+_START_UP_SECONDS = 30
 
 
 # --- Talking to the master and the nodes -----------------------------------------
@@ -468,19 +470,33 @@ def _following(node, master, cluster):
     return state if up else None
 
 
-def _started_after_its_configuration(cluster, node, unit):
-    """Whether ``unit`` on ``node`` runs and its process started after
-    airflow.cfg and the environment file last changed: it has the new
-    configuration already (systemd restarted it after its broker went away).
-    Restarting it again would stop Celery during its start-up, which it
-    does not survive: it hangs until the unit's stop timeout."""
+def _ages(cluster, node, unit):
+    """``(seconds since unit's main process started, or None when it does
+    not run; seconds since airflow.cfg or the environment file changed)``."""
     settings = _settings(cluster, "airflow", node)
     files = f"{settings['home']}/airflow.cfg {settings['environment_file']}"
-    return _call(node, "cmd.run", cmd=(
-        f"pid=$(systemctl show -P MainPID {unit}); test \"$pid\" -gt 0 && "
-        f"test $(( $(date +%s) - $(ps -o etimes= -p $pid) )) -gt "
-        f"$(stat -c %Y {files} | sort -n | tail -1) && echo current || echo stale"),
-        python_shell=True) == "current"
+    process, configuration = _call(node, "cmd.run", cmd=(
+        f"pid=$(systemctl show -P MainPID {unit}); "
+        f"echo $(ps -o etimes= -p $pid 2>/dev/null || echo -) "
+        f"$(( $(date +%s) - $(stat -c %Y {files} | sort -n | tail -1) ))"),
+        python_shell=True).split()
+    return (None if process == "-" else int(process)), int(configuration)
+
+
+def _restart_unless_current(cluster, node, unit, no_block):
+    """Restart ``unit`` on ``node`` unless its process started after its
+    configuration last changed (systemd restarted it after its broker went
+    away: it has the new one). A unit still starting is given its start-up
+    time first: Celery does not survive a stop then (it hangs until the
+    unit's stop timeout). Returns whether it was restarted."""
+    process_age, configuration_age = _ages(cluster, node, unit)
+    if process_age is not None and process_age < configuration_age:
+        return False
+    if process_age is not None and process_age < _START_UP_SECONDS:
+        time.sleep(_START_UP_SECONDS - process_age)
+    if not _call(node, "service.restart", unit, no_block=no_block):
+        raise errors.OperationFailed(f"{unit} on {node} did not restart")
+    return True
 
 
 def airflow_follow(wait=300, down=None):
@@ -505,11 +521,9 @@ def airflow_follow(wait=300, down=None):
         restarted, requested, current = [], [], []
         for role, no_block in runbook.RESTART_ORDER:
             for node in sorted(set(cluster.with_role(role)) & set(nodes)):
-                if _started_after_its_configuration(cluster, node, role):
+                if not _restart_unless_current(cluster, node, role, no_block):
                     current.append(f"{role}@{node}")
                     continue
-                if not _call(node, "service.restart", role, no_block=no_block):
-                    raise errors.OperationFailed(f"{role} on {node} did not restart")
                 (requested if no_block else restarted).append(f"{role}@{node}")
         for node in sorted(set(cluster.with_role("airflow-webserver")) & set(nodes)):
             _call(node, "service.restart", "airflow-webserver")
