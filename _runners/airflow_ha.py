@@ -672,9 +672,9 @@ def returning_node(node):
     Bring a node whose minion has just started up to date, when its copy of
     the topology record is older than the master's record: it was down
     while a runbook moved the primaries, so its Airflow still names the old
-    broker. Its record copy and its Airflow states are applied (units whose
-    configuration changed restart); a node that missed nothing is left
-    alone. The reactor (etc/salt/master) runs this on every minion start;
+    broker. Its record copy and its Airflow configuration are applied, and
+    its Airflow units that started before the new configuration restart; a
+    node that missed nothing is left alone. The reactor (etc/salt/master) runs this on every minion start;
     until it has run, the old broker is a fenced replica or down, so the
     returning node's Airflow processes can take no work from it.
 
@@ -691,12 +691,18 @@ def returning_node(node):
     copy = _record_copies(cluster, [node])[node]
     if failover.generation_of(copy) >= master_generation:
         return {"node": node, "applied": "nothing: its record copy is current"}
-    sls = ["common.topology_record"] + (["airflow"] if node in cluster.airflow_nodes() else [])
+    sls = ["common.topology_record"] + (["airflow.config"] if node in cluster.airflow_nodes()
+                                        else [])
     _say(f"==> {node} returned with record generation {failover.generation_of(copy)} "
          f"(the master's: {master_generation}): applying {', '.join(sls)}")
     runbook.state_applied(", ".join(sls), [node], {node: _call(
         node, "state.sls", ",".join(sls), queue=True, timeout=_LONG_SECONDS)})
-    return {"node": node, "applied": ", ".join(sls), "generation": master_generation}
+    units = [role for role in (*dict(runbook.RESTART_ORDER), "airflow-webserver")
+             if node in cluster.with_role(role)]
+    restarted = [unit for unit in units
+                 if _restart_unless_current(cluster, node, unit, no_block=True)]
+    return {"node": node, "applied": ", ".join(sls), "generation": master_generation,
+            "restart requested": ", ".join(restarted) or "none"}
 
 
 def unfence(node=None, wait=120):
