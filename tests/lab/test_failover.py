@@ -129,6 +129,18 @@ class Writer:
         return json.loads(out)
 
 
+def assert_nothing_lost(writer, acknowledged, primary):
+    """Every row and item the writer had acknowledged is on the primary
+    (both PostgreSQL and Redis); returns the acknowledged numbers of each."""
+    rows = {int(n) for n in psql(primary, f"select n from {writer.table}").stdout.split()}
+    pg_acked = {n for n, _, _ in acknowledged["postgresql"]}
+    assert pg_acked <= rows, f"lost rows: {sorted(pg_acked - rows)[:20]}"
+    items = {int(n) for n in redis_cli(primary, "lrange", writer.list_key, "0", "-1").split()}
+    redis_acked = {n for n, _, _ in acknowledged["redis"]}
+    assert redis_acked <= items, f"lost items: {sorted(redis_acked - items)[:20]}"
+    return pg_acked, redis_acked
+
+
 class HealthWatch(threading.Thread):
     """Polls Airflow's /health through HAProxy until stopped, keeping when it
     was healthy and the scheduler heartbeat it reported."""
@@ -275,13 +287,7 @@ def test_planned_failover_under_load_loses_nothing(lab, airflow_healthy, say):
     time.sleep(3)  # writes keep flowing to the new primaries
     acknowledged = writer.stop()
 
-    # Every acknowledged row and item is on the new primaries.
-    rows = {int(n) for n in psql(SERVER2, f"select n from {writer.table}").stdout.split()}
-    pg_acked = {n for n, _, _ in acknowledged["postgresql"]}
-    assert pg_acked <= rows, f"lost rows: {sorted(pg_acked - rows)[:20]}"
-    items = {int(n) for n in redis_cli(SERVER2, "lrange", writer.list_key, "0", "-1").split()}
-    redis_acked = {n for n, _, _ in acknowledged["redis"]}
-    assert redis_acked <= items, f"lost items: {sorted(redis_acked - items)[:20]}"
+    pg_acked, redis_acked = assert_nothing_lost(writer, acknowledged, SERVER2)
     # The writer really wrote through the switch, to both servers.
     for kind in ("postgresql", "redis"):
         servers = {server for _, server, _ in acknowledged[kind]}

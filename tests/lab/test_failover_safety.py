@@ -15,8 +15,9 @@ import pytest
 
 from tests.conftest import REPO, bin_lab, salt_json
 from tests.lab.test_airflow_tier import wait_until
-from tests.lab.test_failover import (SERVER1, SERVER2, WORKER, failback_with_consent,
-                                     orchestrate, psql, redis_cli, writable)
+from tests.lab.test_failover import (SERVER1, SERVER2, WORKER, Writer, assert_nothing_lost,
+                                     failback_with_consent, orchestrate, psql, redis_cli,
+                                     writable)
 
 pytestmark = [pytest.mark.lab, pytest.mark.destructive]
 
@@ -234,6 +235,7 @@ def test_a_planned_switch_broken_half_way_is_finished_by_running_it_again(lab, s
         if line.startswith("==> check that"):
             redis_master_link_broken(SERVER2)
 
+    writer = Writer(lab)
     with WriterWatch() as watch:
         returncode, output = orchestrate(say, "orch.failover", on_line=break_the_redis_link)
         assert returncode != 0 and "what to do next" in output, output
@@ -249,6 +251,48 @@ def test_a_planned_switch_broken_half_way_is_finished_by_running_it_again(lab, s
     wait_whole("after the finished switch")
     returncode, output = orchestrate(say, "orch.failback")
     assert returncode == 0, output
+    pg_acked, redis_acked = assert_nothing_lost(writer, writer.stop(), SERVER1)
+    say(f"{len(pg_acked)} rows and {len(redis_acked)} Redis items acknowledged, none lost")
+
+
+def test_a_failback_discards_a_former_primarys_commits_only_with_consent(lab, say):
+    """Scenario 4: the primary commits while cut off from its standby, then
+    crashes; after the forced failover the failback shows the WAL the
+    rejoin would discard, refuses without consent, and with it keeps a
+    copy: the loss is exactly what was shown."""
+    with WriterWatch() as watch:
+        bin_lab("isolate", SERVER1, "--from", SERVER2)
+        psql(SERVER1, "create table scenario4 as select generate_series(1, 1000) as n")
+        bin_lab("crash", SERVER1)
+        returncode, output = orchestrate(say, "orch.failover", 'pillar={"force": true}')
+        assert returncode == 0, output
+        bin_lab("start", SERVER1)  # a restart undoes the cut; it starts fenced
+        returncode, output = orchestrate(say, "orch.failback")
+        shown = re.search(r"would discard (\d+) bytes of its WAL, ([0-9A-F/]+-[0-9A-F/]+),", output)
+        assert returncode != 0 and shown and int(shown.group(1)) > 0, output
+        assert pg_status(SERVER1)["fenced"] and writable(SERVER2)  # nothing changed
+        returncode, output = orchestrate(say, "orch.failback",
+                                         f'pillar={{"discard": "{shown.group(2)}"}}')
+        assert returncode == 0, output
+        assert f"discarded {shown.group(2)} ({shown.group(1)} bytes)" in output
+        kept = re.search(r"kept in (/[^\s,]+)", output).group(1)
+        assert bin_lab("exec", SERVER1, "--", "test", "-d", kept, check=False).returncode == 0
+    assert_one_writer(watch, say, SERVER1)
+    assert psql(SERVER1, "select to_regclass('scenario4')").stdout.strip() == ""
+
+
+def test_status_counts_a_silent_database_node_not_known_fenced(lab, say):
+    """Scenario 9: status and verify do not judge only from the minions that
+    answer: a database node that does not answer is a problem."""
+    bin_lab("exec", SERVER2, "--", "systemctl", "stop", "salt-minion")
+    try:
+        assert (f"{SERVER2} does not answer and is not known fenced: it may still take writes; "
+                "check it, or power it off") in problems()
+        returncode, output = salt_run("airflow_ha.verify", "wait=5")
+        assert returncode != 0 and f"{SERVER2} does not answer and is not known fenced" in output
+    finally:
+        bin_lab("exec", SERVER2, "--", "systemctl", "start", "salt-minion")
+    wait_whole(f"{SERVER2}'s minion back")
 
 
 def test_a_stopped_primary_whose_standby_lacks_its_last_commits_is_not_failed_over(lab, say):
