@@ -3,3 +3,4 @@ include:
   - lab.cluster
   - lab.secrets
   - lab.settings
+  - lab.fencing
