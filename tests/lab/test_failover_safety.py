@@ -289,7 +289,7 @@ def test_status_counts_a_silent_database_node_not_known_fenced(lab, say):
         assert (f"{SERVER2} does not answer and is not known fenced: it may still take writes; "
                 "check it, or power it off") in problems()
         returncode, output = salt_run("airflow_ha.verify", "wait=5")
-        assert returncode != 0 and f"{SERVER2} does not answer and is not known fenced" in output
+        assert "FAILED" in output and f"{SERVER2} does not answer and is not known fenced" in output
     finally:
         bin_lab("exec", SERVER2, "--", "systemctl", "start", "salt-minion")
     wait_whole(f"{SERVER2}'s minion back")
@@ -344,8 +344,9 @@ def test_a_forced_redis_promotion_is_bounded_and_a_crashed_primary_fenced_by_its
     assert lag > 2000000 and f'"max_redis_lag_bytes": {lag}' in output
     assert pg_status(SERVER2)["role"] == "standby" and redis_master(SERVER1)
     with WriterWatch() as watch:
+        # Its Redis still takes writes (pings, Airflow's), so the gap grows: headroom.
         returncode, output = orchestrate(
-            say, "orch.failover", f'pillar={{"force": true, "max_redis_lag_bytes": {lag}}}')
+            say, "orch.failover", f'pillar={{"force": true, "max_redis_lag_bytes": {lag + 2**20}}}')
         assert returncode == 0, output
         assert "fenced by its minion: PostgreSQL and Redis stopped and fenced" in output
         assert redis_cli(SERVER2, "EXISTS", "scenario10").strip() == "0"  # the accepted loss
