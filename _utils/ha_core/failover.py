@@ -414,6 +414,8 @@ def topology_problems(recorded, pg_states, redis_states, down, recorded_address=
         problems.append(f"PostgreSQL primaries: {', '.join(primaries) or 'none'} "
                         f"(expected only {recorded})")
     for node in sorted(set(pg_states) - {recorded}):
+        if node in fenced and pg_states[node].get("fenced"):
+            continue  # the former primary a forced run fenced: orch.failback rejoins it
         if not streams_from(node, pg_states[node], pg_states.get(recorded, {})):
             problems.append(f"PostgreSQL on {node} is {pg_states[node].get('role')}, not a standby "
                             f"streaming from {recorded}")

@@ -445,6 +445,14 @@ def test_a_down_former_primary_after_an_unplanned_failover_is_no_problem_by_itse
     assert topology_problems(S2, pg_states, redis_states, {S1}, fenced=[S1]) == []
 
 
+def test_a_fenced_former_primary_a_forced_run_left_stopped_is_no_problem():
+    pg_states = {S2: pg_primary(S2, timeline=2), S1: pg_stopped(S1)}
+    redis_states = {S2: redis_master([S1]), S1: redis_replica(S2)}
+    assert topology_problems(S2, pg_states, redis_states, set(), fenced=[S1]) == []
+    assert topology_problems(S2, pg_states, redis_states, set()) == [
+        f"PostgreSQL on {S1} is stopped, not a standby streaming from {S2}"]
+
+
 def test_a_down_former_primary_not_known_fenced_is_a_problem():
     pg_states = {S2: pg_primary(S2, timeline=2)}
     redis_states = {S2: redis_master()}
