@@ -212,10 +212,24 @@ def _primary_status(settings):
     return pg_facts.parse_primary_status(_local_sql(settings, pg_commands.PRIMARY_STATUS_SQL))
 
 
-def _last_local_record(settings, timeline, start_lsn):
-    result = _run(settings, "pg_waldump", "--quiet",
-                  "--path", os.path.join(settings["data_dir"], "pg_wal"),
-                  "--timeline", str(timeline), "--start", pg_facts.format_lsn(start_lsn))
+def _waldump(settings, timeline, start_lsn, segment_size):
+    """
+    pg_waldump from start_lsn on timeline to the end of its WAL. It is
+    given the segment files to start and stop in: without a start file it
+    takes the segment size from whichever WAL file it lists first, and a
+    recycled, zero-filled one makes it fail; with a start file alone it
+    stops at that file's end.
+    """
+    pg_wal = os.path.join(settings["data_dir"], "pg_wal")
+    first = pg_facts.wal_file_name(timeline, start_lsn, segment_size)
+    last = max(name for name in pg_datadir.wal_file_names(settings["data_dir"])
+               if name[:8] == first[:8] and len(name) == len(first))
+    return _run(settings, "pg_waldump", "--quiet", "--start", pg_facts.format_lsn(start_lsn),
+                os.path.join(pg_wal, first), os.path.join(pg_wal, max(first, last)))
+
+
+def _last_local_record(settings, segment_size, timeline, start_lsn):
+    result = _waldump(settings, timeline, start_lsn, segment_size)
     return pg_facts.parse_waldump_last_record(result["stderr"])
 
 
@@ -250,8 +264,7 @@ def _wal_end(settings, control):
             f"{timeline} is to be read from ({pg_facts.format_lsn(start)})",
             now="nothing was changed", fix=f"check {data_dir}",
         )
-    result = _run(settings, "pg_waldump", "--quiet", "--path", pg_wal,
-                  "--timeline", str(timeline), "--start", pg_facts.format_lsn(start))
+    result = _waldump(settings, timeline, start, segment_size)
     end = pg_facts.parse_waldump_end(result["stderr"], segment_size)
     if end is None:
         raise errors.OperationFailed(
@@ -274,7 +287,8 @@ def _status(settings):
         server = _primary_status(settings)
     elif role == "standby":
         server = pg_facts.standby_progress(pg_datadir.child_titles(postmaster_pid), control,
-                                           functools.partial(_last_local_record, settings))
+                                           functools.partial(_last_local_record, settings,
+                                                             int(control["Bytes per WAL segment"])))
     return pg_datadir.node_status(settings["node_name"], role, running, control, data_dir, server)
 
 

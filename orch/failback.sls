@@ -8,7 +8,9 @@
     The preferred primary first rejoins the current primary as a standby
     (nothing to copy after a planned switch, pg_rewind after a crash, a base
     backup when rewinding is impossible) and its Redis follows; then the
-    roles switch back with the planned procedure, losing nothing. A rejoin
+    roles switch back with the planned procedure, losing nothing. When the
+    preferred primary is the primary already, a database node that does not
+    stream from it (an earlier failback failed to rejoin it) is rejoined. A rejoin
     that would discard WAL the preferred primary holds past the fork (what
     it committed after the other was promoted) is refused until `discard`
     names that range; the discarded WAL is kept beside its data directory. #}
@@ -25,8 +27,9 @@
 {%- elif plan.mode == 'nothing' %}
 {{ step(run, 'verify the cluster', 'verify', down=plan.down) }}
 {%- else %}
-{{ step(run, 'rejoin PostgreSQL on ' ~ plan.new ~ ' as a standby of ' ~ plan.old, 'pg_rejoin', node=plan.new, primary=plan.old, discard=plan.discard) }}
-{{ step(run, 'make Redis on ' ~ plan.new ~ ' a replica of ' ~ plan.old, 'redis_follow', node=plan.new, master=plan.old) }}
+{%-   set rejoin = plan.rejoin or plan.new %}
+{{ step(run, 'rejoin PostgreSQL on ' ~ rejoin ~ ' as a standby of ' ~ plan.old, 'pg_rejoin', node=rejoin, primary=plan.old, discard=plan.discard) }}
+{{ step(run, 'make Redis on ' ~ rejoin ~ ' a replica of ' ~ plan.old, 'redis_follow', node=rejoin, master=plan.old) }}
 {%-   if plan.mode == 'planned' %}
 {{ planned_switch(run, plan.old, plan.new, 'orch.failback', plan.down) }}
 {%-   else %}

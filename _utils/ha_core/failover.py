@@ -295,7 +295,12 @@ def failback_decision(old, new, answering, pg_states, switch_back, old_address):
     """
     decision = {"mode": None, "rejoin": None, "refused": None}
     if new == old:
+        # An earlier failback switched back, then failed to rejoin the other.
         decision["mode"] = "nothing"
+        for node in sorted(set(pg_states) - {old}):
+            if pg_states.get(old, {}).get("role") == "primary" and not streams_from(
+                    node, pg_states[node], pg_states[old]):
+                decision.update(mode="rejoin-only", rejoin=node)
     elif new not in answering:
         decision["refused"] = (f"{new}, the preferred primary, does not answer: start it "
                                "(its PostgreSQL comes up fenced), then run the failback again")

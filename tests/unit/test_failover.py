@@ -537,6 +537,14 @@ PILLAR = {"cluster": {"primary": S1, "nodes": {
 
 def test_a_failback_to_the_current_primary_does_nothing():
     assert failback_decision(S1, S1, {S1, S2}, {}, True, ADDRESS[S1])["mode"] == "nothing"
+    states = {S1: pg_primary(S1, {S2: "streaming"}), S2: pg_standby(S2, S1)}
+    assert failback_decision(S1, S1, {S1, S2}, states, True, ADDRESS[S1])["mode"] == "nothing"
+
+
+def test_a_failback_rerun_rejoins_the_node_an_earlier_run_left_fenced():
+    states = {S1: pg_primary(S1), S2: pg_stopped(S2)}
+    decision = failback_decision(S1, S1, {S1, S2}, states, True, ADDRESS[S1])
+    assert decision == {"mode": "rejoin-only", "rejoin": S2, "refused": None}
 
 
 def test_a_failback_to_a_preferred_primary_that_does_not_answer_is_refused():
