@@ -199,8 +199,7 @@ def start(args):
         return fail(f"{node.name} has no disk; run bin/lab up")
     with timings.step(f"boot {node.name}"):
         node.create(base)
-        node.boot()
-        say(f"    {node.name}: {node.wait_until_running()}")
+        say(f"    {node.name}: {node.boot_and_wait()}")
     with timings.step("minion answering"):
         master.wait_for_minions([node.name])
     timings.report()

@@ -135,7 +135,8 @@ class Node:
         state = "not booted"
         while time.monotonic() < deadline:
             if self._nspawn_exited():
-                raise LabError(f"{self.name} stopped while booting; see {self.console}")
+                raise LabError(f"{self.name} stopped while booting; see {self.console}, "
+                               f"which ends: {self.console_tail()}")
             if self.is_running():
                 result = self.exec(["systemctl", "is-system-running", "--wait"], timeout=timeout)
                 state = result.stdout.strip()
@@ -148,6 +149,28 @@ class Node:
                     return state
             time.sleep(0.5)
         raise LabError(f"{self.name} did not finish booting in {timeout} s (state: {state})")
+
+    def console_tail(self, lines=5):
+        """The last lines of the node's console, on one line."""
+        try:
+            text = self.console.read_text(errors="replace")
+        except OSError:
+            return "(no console log)"
+        return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
+
+    def boot_and_wait(self):
+        """Boot the node and wait until it runs. A systemd-nspawn that exits
+        at once is started once more, after a pause: right after a hard
+        power-off the host may still be releasing the last run's resources."""
+        try:
+            self.boot()
+            return self.wait_until_running()
+        except LabError:
+            if not self._nspawn_exited():
+                raise
+        time.sleep(3)
+        self.boot()
+        return self.wait_until_running()
 
     def system_state(self):
         if not self.is_running():
