@@ -8,6 +8,7 @@ server would after a power loss, and `down` throws the changes away.
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -159,16 +160,20 @@ class Node:
         return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
 
     def boot_and_wait(self):
-        """Boot the node and wait until it runs. A systemd-nspawn that exits
-        at once is started once more, after a pause: right after a hard
-        power-off the host may still be releasing the last run's resources."""
+        """Boot the node and wait until it runs. After a hard power-off the
+        host end of the node's network link can outlive it, and
+        systemd-nspawn then exits at once ("Failed to add new veth
+        interfaces (NAME:host0): File exists"): that link is deleted and
+        the node booted once more."""
         try:
             self.boot()
             return self.wait_until_running()
         except LabError:
-            if not self._nspawn_exited():
+            leftover = re.search(r"Failed to add new veth interfaces \((\S+):host0\): File exists",
+                                 self.console_tail(lines=20))
+            if not (self._nspawn_exited() and leftover):
                 raise
-        time.sleep(3)
+        run(["ip", "link", "delete", leftover.group(1)])
         self.boot()
         return self.wait_until_running()
 
