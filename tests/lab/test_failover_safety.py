@@ -170,8 +170,7 @@ def test_both_servers_down_newer_one_first_waits_for_unfence(lab, say):
     assert_one_writer(watch, say, SERVER2)
     failback_with_consent(say)
     assert writable(SERVER1) and not writable(SERVER2)
-    record = json.loads(salt_run("airflow_ha.topology", "--out=json")[1].splitlines()[-1])
-    assert record["record"]["primary"] == SERVER1
+    assert record()["primary"] == SERVER1
 
 
 # -- Scenarios of runs under faults: fence before promote, runs finished ------------
