@@ -163,8 +163,8 @@ class Node:
         """Boot the node and wait until it runs. After a hard power-off the
         host end of the node's network link can outlive it, and
         systemd-nspawn then exits at once ("Failed to add new veth
-        interfaces (NAME:host0): File exists"): that link is deleted and
-        the node booted once more."""
+        interfaces (NAME:host0): File exists"): that link is removed (the
+        kernel may be removing it already) and the node booted once more."""
         try:
             self.boot()
             return self.wait_until_running()
@@ -173,7 +173,7 @@ class Node:
                                  self.console_tail(lines=20))
             if not (self._nspawn_exited() and leftover):
                 raise
-        run(["ip", "link", "delete", leftover.group(1)])
+        _remove_link(leftover.group(1))
         self.boot()
         return self.wait_until_running()
 
@@ -275,3 +275,15 @@ def _is_mountpoint(path):
     target = str(path)
     with open("/proc/self/mounts") as mounts:
         return any(line.split()[1] == target for line in mounts)
+
+
+def _remove_link(name, timeout=10):
+    """Delete a host network link and wait until it is gone; a link the kernel
+    is already tearing down may vanish between the check and the delete."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if run(["ip", "link", "show", name], check=False).returncode != 0:
+            return
+        run(["ip", "link", "delete", name], check=False)
+        time.sleep(0.3)
+    raise LabError(f"the host network link {name} of a stopped node did not go away in {timeout} s")
