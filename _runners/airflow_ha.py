@@ -100,7 +100,9 @@ def _step(step, action, **names):
     """
     Run one runbook step: print its title, run action() (which returns a
     dict of what it verified), print the outcome. On failure, return the
-    error with where the cluster stands and what to do next.
+    error with where the cluster stands and what to do next, and with a
+    ``retcode`` that ``salt-run`` exits with (it exits 0 otherwise, even
+    when a step run on its own fails).
     """
     title = runbook.title(step, **names)
     _say(f"==> {title}")
@@ -112,7 +114,8 @@ def _step(step, action, **names):
         __context__["retcode"] = 1
         return {"Error": f"{title}: {error}",
                 "cluster now": _brief_status(),
-                "what to do next": runbook.advice(step, **names)}
+                "what to do next": runbook.advice(step, **names),
+                "retcode": 1}
     verified["seconds"] = round(time.monotonic() - started, 1)
     _say(f"    done in {verified['seconds']} s: "
          + ", ".join(f"{key} {value}" for key, value in verified.items() if key != "seconds"))
@@ -747,7 +750,11 @@ def unfence(node=None, wait=120):
             _call(follower, "redis_replication.replicate_from", cluster.address(writer),
                   timeout=_LONG_SECONDS)
         if failover.generation_of(master_record) < decision["generation"]:
-            record_primary(writer, reason=f"airflow_ha.unfence: the copies named {writer}")
+            recorded = record_primary(writer,
+                                      reason=f"airflow_ha.unfence: the copies named {writer}")
+            if "Error" in recorded:
+                raise errors.OperationFailed(recorded["Error"],
+                                             fix=recorded["what to do next"])
         probes.wait_without_problems(
             lambda: [problem for problem in failover.topology_problems(
                 writer, *_nodes().data_tier_states(cluster, answering), set(),
