@@ -29,8 +29,6 @@ CLI Example:
 
 import json
 import logging
-import shlex
-import subprocess
 import sys
 import time
 
@@ -292,6 +290,7 @@ def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None, d
     cluster = _cluster()
     _say(f"==> pre-flight ({action}): inspecting {', '.join(sorted(cluster.nodes))}")
     try:
+        _wait_for_earlier_steps(cluster)
         result = _plan(cluster, action, force, switch_back, max_lag_bytes, discard, fenced,
                        max_redis_lag_bytes)
     except errors.HaError as error:
@@ -301,6 +300,23 @@ def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None, d
     for line in report.plan_lines(result):
         _say(line)
     return result
+
+
+def _wait_for_earlier_steps(cluster, wait=_LONG_SECONDS):
+    """Wait until no job of an earlier run's step still runs on a node: a
+    run killed half-way leaves its step's job running there (a rejoin, a
+    base backup), and nothing is inspected or changed beside it."""
+    shown = []
+
+    def idle():
+        busy = _nodes().step_jobs(_answering(cluster.nodes))
+        if busy and busy != (shown[-1] if shown else None):
+            _say("    waiting for jobs an earlier run left running: " + "; ".join(
+                f"{node} {', '.join(functions)}" for node, functions in sorted(busy.items())))
+        shown.append(busy)
+        return not busy
+
+    probes.wait_until(idle, wait, "no job of an earlier run left on the nodes")
 
 
 def _plan(cluster, action, force, switch_back, max_lag_bytes, discard, fenced,
@@ -473,26 +489,15 @@ def _following(node, master, cluster):
     return state if up else None
 
 
-def _ages(cluster, node, unit):
-    """``(seconds since unit's main process started, or None when it does
-    not run; seconds since airflow.cfg or the environment file changed)``."""
-    settings = _settings(cluster, "airflow", node)
-    files = f"{settings['home']}/airflow.cfg {settings['environment_file']}"
-    process, configuration = _call(node, "cmd.run", cmd=(
-        f"pid=$(systemctl show -P MainPID {unit}); "
-        f"echo $(ps -o etimes= -p $pid 2>/dev/null || echo -) "
-        f"$(( $(date +%s) - $(stat -c %Y {files} | sort -n | tail -1) ))"),
-        python_shell=True).split()
-    return (None if process == "-" else int(process)), int(configuration)
-
-
 def _restart_unless_current(cluster, node, unit, no_block):
     """Restart ``unit`` on ``node`` unless its process started after its
     configuration last changed (systemd restarted it after its broker went
     away: it has the new one). A unit still starting is given its start-up
     time first: Celery does not survive a stop then (it hangs until the
     unit's stop timeout). Returns whether it was restarted."""
-    process_age, configuration_age = _ages(cluster, node, unit)
+    settings = _settings(cluster, "airflow", node)
+    process_age, configuration_age = _nodes().unit_ages(
+        node, unit, [f"{settings['home']}/airflow.cfg", settings["environment_file"]])
     if process_age is not None and process_age < configuration_age:
         return False
     if process_age is not None and process_age < _START_UP_SECONDS:
@@ -597,35 +602,6 @@ def redis_follow(node, master):
     return _step("redis_follow", action, master=master, node=node)
 
 
-def _fence_agent(cluster, node, wait):
-    """Run the fence agent (pillar failover:fence) for ``node`` on the
-    master, with the node's name and address as its last two arguments."""
-    command = [*shlex.split(failover.settings_fence_agent(cluster)), node, cluster.address(node)]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=wait,
-                                check=False)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise errors.OperationFailed(f"the fence agent {command[0]} failed for {node}: {error}")
-    if result.returncode != 0:
-        output = (result.stderr or result.stdout).strip().splitlines()[-3:]
-        raise errors.OperationFailed(f"the fence agent {command[0]} failed for {node} (exit "
-                                     f"{result.returncode}): {' '.join(output)}")
-    return f"by the fence agent {command[0]}"
-
-
-def _ports_closed(cluster, node, seen_from, ports, wait):
-    """Wait until none of ``ports`` of ``node`` accepts a connection from
-    ``seen_from``; return what was verified."""
-    address = cluster.address(node)
-
-    def closed():
-        open_ports = [port for port in ports if _nodes().connects(seen_from, address, port)]
-        return not open_ports or None
-
-    probes.wait_until(closed, wait, f"{node}'s ports {ports} closed, seen from {seen_from}")
-    return f"ports {', '.join(map(str, ports))} of {address} closed, seen from {seen_from}"
-
-
 def fence_old_primary(node, primary, method, wait=90):
     """
     Prove that the former primary on ``node`` takes no writes, before
@@ -659,13 +635,16 @@ def fence_old_primary(node, primary, method, wait=90):
                 _call(node, "redis_replication.fence", cluster.address(primary))
                 how = "by its minion: PostgreSQL and Redis stopped and fenced"
         elif method == "agent":
-            how = _fence_agent(cluster, node, wait)
+            how = ha_nodes.run_fence_agent(failover.fence_agent(cluster), node,
+                                           cluster.address(node), wait)
         elif method == "operator":
             how = "by the operator (pillar fenced)"
         else:
             raise errors.InvalidInput(f"unknown fence method {method!r}",
                                       fix="use minion, agent or operator")
-        return {"fenced": how, "verified": _ports_closed(cluster, node, primary, ports, wait)}
+        _nodes().wait_ports_closed(primary, cluster.address(node), ports, wait)
+        return {"fenced": how, "verified": f"ports {', '.join(map(str, ports))} of "
+                f"{cluster.address(node)} closed, seen from {primary}"}
 
     return _step("fence_old_primary", action, node=node)
 

@@ -7,15 +7,20 @@ Python (Salt's loader puts ``_utils`` on ``sys.path``).
 """
 
 import os
+import shlex
+import subprocess
 
 import salt.client
 import salt.utils.files
 import salt.utils.yaml
-from ha_core import errors
+from ha_core import errors, probes
 from ha_core.cluster import component_settings
 
 # How long a node may take to answer before it counts as down.
 PING_SECONDS = 3
+# The jobs of a runbook step that go on on a node when the run that started
+# them stops (a killed salt-run, a lost master): a later run waits for them.
+STEP_FUNCTIONS = ("pg_replication.", "redis_replication.", "state.", "service.", "cmd.")
 
 
 class Nodes:
@@ -60,6 +65,36 @@ class Nodes:
             raise errors.Unreachable(f"{node} did not answer network.connect within 30 s")
         return (reply[node].get("ret") or {}).get("result") is True
 
+    def wait_ports_closed(self, seen_from, address, ports, wait):
+        """Wait until none of ``ports`` of ``address`` accepts a connection
+        from the node ``seen_from``; OperationFailed after ``wait`` seconds."""
+        def closed():
+            return not [port for port in ports if self.connects(seen_from, address, port)]
+
+        probes.wait_until(closed, wait, f"ports {ports} of {address} closed, seen from {seen_from}")
+
+    def unit_ages(self, node, unit, files):
+        """``(seconds since unit's main process started, or None when it does
+        not run; seconds since the youngest of files changed)`` on node."""
+        paths = " ".join(shlex.quote(path) for path in files)
+        process, youngest = self.call(node, "cmd.run", cmd=(
+            f"pid=$(systemctl show -P MainPID {shlex.quote(unit)}); "
+            "echo $(ps -o etimes= -p $pid 2>/dev/null || echo -) "
+            f"$(( $(date +%s) - $(stat -c %Y {paths} | sort -n | tail -1) ))"),
+            python_shell=True).split()
+        return (None if process == "-" else int(process)), int(youngest)
+
+    def step_jobs(self, nodes):
+        """``{node: [function, ...]}`` of the runbook steps' jobs still
+        running on the nodes that answer (see STEP_FUNCTIONS)."""
+        replies = self.client.cmd(sorted(nodes), "saltutil.running", tgt_type="list",
+                                  timeout=30)
+        return {node: sorted(job["fun"] for job in jobs
+                             if str(job.get("fun", "")).startswith(STEP_FUNCTIONS))
+                for node, jobs in replies.items()
+                if isinstance(jobs, list) and any(
+                    str(job.get("fun", "")).startswith(STEP_FUNCTIONS) for job in jobs)}
+
     def statuses(self, nodes, function):
         """``{node: status}`` (``function``'s result) of the nodes that answer."""
         replies = self.client.cmd(list(nodes), function, tgt_type="list", timeout=30,
@@ -97,6 +132,22 @@ class Nodes:
             raise errors.OperationFailed(
                 f"{nodes[0]} did not render the pillar validation: {rendered}")
         return rendered
+
+
+def run_fence_agent(command, node, address, wait):
+    """Run a fence agent (pillar failover:fence) on the master with the
+    node's name and address as its last two arguments; returns how the node
+    was fenced, OperationFailed naming the agent's last words otherwise."""
+    argv = [*shlex.split(command), node, address]
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=wait, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise errors.OperationFailed(f"the fence agent {argv[0]} failed for {node}: {error}")
+    if result.returncode != 0:
+        output = (result.stderr or result.stdout).strip().splitlines()[-3:]
+        raise errors.OperationFailed(f"the fence agent {argv[0]} failed for {node} (exit "
+                                     f"{result.returncode}): {' '.join(output)}")
+    return f"by the fence agent {argv[0]}"
 
 
 def _state_tree_yaml(opts, component, name):

@@ -33,6 +33,8 @@
 {%-   if plan.mode == 'planned' %}
 {{ planned_switch(run, plan.old, plan.new, 'orch.failback', plan.down) }}
 {%-   else %}
+{#-     An earlier failback may have stopped after recording the primary. #}
+{{ step(run, 'point Airflow at ' ~ plan.old ~ ' and restart it', 'airflow_follow', down=plan.down) }}
 {{ step(run, 'verify the cluster', 'verify', down=plan.down) }}
 {%-   endif %}
 {%- endif %}

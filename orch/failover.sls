@@ -11,6 +11,9 @@
     - resume (an earlier run shut the primary down cleanly, or promoted the
       standby, then failed): the planned steps run again, each skipping what
       is done, as long as nothing the old primary holds would be lost.
+    - finish (an earlier run recorded the new primary, then stopped before
+      the old one streamed from it): Airflow follows, the old primary
+      rejoins (unless that run fenced it: orch.failback rejoins it), verify.
     - unplanned (the primary is down): refused unless forced, saying what is
       at risk. Forced, the old primary is fenced before anything is
       promoted: by its minion when it answers, else by the fence agent
@@ -29,6 +32,13 @@
 {%- set run = namespace(step=0) %}
 {%- if plan.refused %}
 {{ refuse(plan.refused) }}
+{%- elif plan.mode == 'finish' %}
+{{ step(run, 'point Airflow at ' ~ plan.old ~ ' and restart it', 'airflow_follow', down=plan.down) }}
+{%-   if plan.rejoin %}
+{{ step(run, 'rejoin PostgreSQL on ' ~ plan.rejoin ~ ' as a standby of ' ~ plan.old, 'pg_rejoin', node=plan.rejoin, primary=plan.old) }}
+{{ step(run, 'make Redis on ' ~ plan.rejoin ~ ' a replica of ' ~ plan.old, 'redis_follow', node=plan.rejoin, master=plan.old) }}
+{%-   endif %}
+{{ step(run, 'verify the cluster', 'verify', down=plan.down) }}
 {%- elif plan.mode in ('planned', 'resume') %}
 {{ planned_switch(run, plan.old, plan.new, 'orch.failover', plan.down) }}
 {%- else %}

@@ -189,6 +189,33 @@ def resume_decision(old, candidate, old_state, candidate_state, divergence=None)
     return decision
 
 
+def finish_decision(record, old, new, old_state, new_state, new_answers):
+    """
+    Decide whether orch.failover finishes the run that wrote the topology
+    ``record`` instead of starting a new switch. That run (its reason begins
+    with orch.failover) made ``old`` the primary in place of ``new``; when it
+    stopped after recording, Airflow may still name ``new``'s servers and
+    ``new`` has not rejoined. Returns None when that run cannot be the one
+    to finish (another writer of the record, ``old`` not the primary) or
+    when ``new`` streams from ``old`` unfenced (it finished: a new switch may
+    start); else the plan's ``{"mode": "finish", "rejoin": new when it
+    answers and the run did not fence it, else None, ...}``: Airflow
+    follows, ``new`` rejoins, then verify; each step skips what is done.
+    """
+    reason = str((record or {}).get("reason", ""))
+    if not reason.startswith("orch.failover") or record.get("previous_primary") != new:
+        return None
+    if (old_state or {}).get("role") != "primary":
+        return None
+    if new_state and not new_state.get("fenced") and streams_from(new, new_state, old_state):
+        return None
+    # A forced run recorded the node it fenced: its data may have diverged,
+    # so orch.failback rejoins it, with the operator's consent to any loss.
+    rejoin = new_answers and new not in record.get("fenced", ())
+    return {"mode": "finish", "new": old, "refused": None, "at_risk": None, "lag_bytes": None,
+            "resumed": True, "rejoin": new if rejoin else None}
+
+
 def signs_of_life(candidate, candidate_pg, candidate_redis):
     """
     What the candidate sees of a primary that may still run, whatever its
@@ -537,14 +564,20 @@ def plan(cluster, action, answering, pg_states, force=False, switch_back=True,
 def _failover_plan(cluster, answering, pg_states, redis_states, force, max_lag_bytes,
                    last_primary_lsn, last_seen_at, divergence_of, fenced, last_redis_offset,
                    max_redis_lag_bytes):
-    """plan()'s decision for orch.failover: planned (the primary runs),
-    resume (an earlier run shut it down cleanly), or unplanned (forced,
-    fenced first)."""
+    """plan()'s decision for orch.failover: finish (an earlier run recorded
+    the switch, then stopped), planned (the primary runs), resume (an
+    earlier run shut it down cleanly), or unplanned (forced, fenced
+    first)."""
     old = cluster.primary
     new = cluster.other(old)
     old_state, new_state = pg_states.get(old), pg_states.get(new)
     result = {"new": new, "last_primary_lsn": last_primary_lsn, "last_seen_at": last_seen_at,
               "fence": None, "signs_of_life": [], "redis_lag_bytes": None}
+    finish = finish_decision(cluster.pillar.get("topology"), old, new, old_state, new_state,
+                             new in answering)
+    if finish:
+        result.update(finish)
+        return result
     if (old_state or {}).get("role") == "primary":
         result.update(failover_decision(old, new, True, new_state, force))
         blockers = ([] if result["refused"] else
@@ -565,7 +598,7 @@ def _failover_plan(cluster, answering, pg_states, redis_states, force, max_lag_b
         return result
     result["signs_of_life"] = signs_of_life(new, new_state, redis_states.get(new))
     result["fence"], result["refused"] = fence_method(
-        old, old in answering, settings_fence_agent(cluster), fenced, result["signs_of_life"])
+        old, old in answering, fence_agent(cluster), fenced, result["signs_of_life"])
     if result["refused"]:
         return result
     old_redis = redis_states.get(old) or {}
@@ -577,6 +610,6 @@ def _failover_plan(cluster, answering, pg_states, redis_states, force, max_lag_b
     return result
 
 
-def settings_fence_agent(cluster):
+def fence_agent(cluster):
     """The fence agent's command (pillar failover:fence), or None."""
     return (cluster.pillar.get("failover") or {}).get("fence") or None

@@ -129,6 +129,10 @@ def plan_lines(plan):
                 f"    plan: {plan['mode']} switch of the PostgreSQL primary and Redis master "
                 f"from {plan['old']} to {plan['new']}; Airflow on "
                 f"{', '.join(plan['airflow_nodes'])} follows")
+        if plan["mode"] == "finish":
+            lines.append(f"    plan: finish the orch.failover that recorded {plan['old']} as the "
+                         f"primary: Airflow on {', '.join(plan['airflow_nodes'])} follows it, then "
+                         "verify; each step skips what is done")
         if plan["mode"] == "resume":
             lines.append("    an earlier run began this switch: its steps run again, each "
                          "skipping what is done")

@@ -20,8 +20,9 @@ RESTART_ORDER = (("airflow-scheduler", False), ("airflow-flower", False),
 STEPS = {
     "record_primary": (
         "record {node} as the primary",
-        "write the record by hand: salt-run airflow_ha.record_primary {node} reason=manual, "
-        "then check salt-run airflow_ha.status"),
+        "run the same runbook again: it resumes the switch and records {node}; or write the "
+        "record by hand: salt-run airflow_ha.record_primary {node} reason=manual, then check "
+        "salt-run airflow_ha.status"),
     "stop_schedulers": (
         "stop the Airflow schedulers",
         "start them again where the primary is: salt -G 'roles:airflow-scheduler' "
@@ -49,13 +50,14 @@ STEPS = {
         "orchestration"),
     "airflow_follow": (
         "point Airflow at the new primaries and restart it",
-        "the data tier has switched; apply the states again: salt '*' state.apply, then check "
+        "the data tier has switched and is recorded; run the same runbook again: it finishes "
+        "(Airflow follows, the old primary rejoins); or salt '*' state.apply, then check "
         "salt-run airflow_ha.status"),
     "pg_rejoin": (
         "rejoin PostgreSQL on {node} as a standby of {primary}",
         "{primary} is the primary and serves Airflow; {node} stays fenced (it cannot start as "
-        "a primary). Fix the cause shown above, then run salt-run state.orchestrate "
-        "orch.failback pillar='{{\"switch_back\": false}}'"),
+        "a primary). Fix the cause shown above, then run the same runbook again: it finishes "
+        "with the rejoin"),
     "redis_follow": (
         "make Redis on {node} a replica of {master}",
         "{master} is the Redis master and serves Airflow; check {node} with salt {node} "

@@ -9,80 +9,36 @@ import re
 import subprocess
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import requests
-import yaml
 
-from lab.settings import LAB_SECRETS, lab_balancer_address
+from lab.settings import lab_balancer_address
 from tests.conftest import REPO, assert_converged, bin_lab, salt_json
 from tests.lab.test_airflow_tier import healthy, wait_until
 from tests.lab.test_guard_rails import (ProcessWatch, leaked, secret_values,
                                         secrets_in_logs_and_files)
+from tests.lab.writers import (SECRETS, SERVER1, SERVER2, WORKER,
+                               ServersWatch, Writer, assert_nothing_lost, orchestrate, psql,
+                               redis_cli, salt_run_json, writable)
 
 pytestmark = pytest.mark.lab
 
-SERVER1, SERVER2 = "airflow-server1", "airflow-server2"
-WORKER = "airflow-worker1"
 UI = f"https://{lab_balancer_address()}"
 API = f"{UI}/api/v1"
-SECRETS = yaml.safe_load(LAB_SECRETS.read_text())
 ADMIN = ("admin", SECRETS["airflow"]["admin"]["password"])
-WRITER = Path(__file__).with_name("failover_writer.py")
-
-
-def orchestrate(say, name, *args, on_line=None):
-    """Run salt-run state.orchestrate from the repository root; return its
-    exit status and output (its progress lines are shown as they come, and
-    given to on_line, which can break something half-way)."""
-    started = time.monotonic()
-    process = subprocess.Popen([str(REPO / ".venv/bin/salt-run"), "state.orchestrate", name, *args],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if re.fullmatch(r"\S+_master:\n", line):  # the summary of every step follows
-            break
-        if line.startswith(("==>", "    ")):
-            say(line.rstrip("\n"))
-            if on_line:
-                on_line(line)
-    lines += process.stdout.readlines()
-    process.wait()
-    say(f"{name} {' '.join(args)}: exit {process.returncode} in "
-        f"{time.monotonic() - started:.1f} s")
-    return process.returncode, "".join(lines)
-
-
-def psql(node, sql, check=True):
-    return bin_lab("exec", node, "--", "runuser", "-u", "postgres", "--", "psql", "-XAtq",
-                   "-d", "airflow", "-c", sql, check=check)
-
-
-def redis_cli(node, *args):
-    return bin_lab("exec", node, "--", "env", f"REDISCLI_AUTH={SECRETS['redis']['password']}",
-                   "redis-cli", "--no-auth-warning", *args).stdout
 
 
 def topology():
     """Roles, timelines, fencing and Redis replication ids of both servers, and
     the topology record: what a dry run must leave exactly as it was."""
-    status = json.loads(subprocess.run(
-        [str(REPO / ".venv/bin/salt-run"), "airflow_ha.status", "--out=json"], cwd=REPO,
-        capture_output=True, text=True).stdout)
+    status = salt_run_json("airflow_ha.status")
     nodes = {}
     for node, states in status["nodes"].items():
         pg, rds = states["postgresql"], states["redis"]
         nodes[node] = (pg["role"], pg["timeline"], pg["fenced"], rds["role"], rds["master_replid"])
     return nodes, status["record"]
-
-
-def writable(node):
-    """Whether PostgreSQL on node accepts writes now."""
-    result = psql(node, "select not pg_is_in_recovery()", check=False)
-    return result.returncode == 0 and result.stdout.strip() == "t"
 
 
 def trigger_sleeping_run(seconds):
@@ -101,44 +57,6 @@ def run_state(run_id):
     state = requests.get(f"{API}/dags/ha_smoke/dagRuns/{run_id}", auth=ADMIN,
                          timeout=10).json()["state"]
     return state if state in ("success", "failed") else None
-
-
-class Writer:
-    """failover_writer.py running on the worker node for the test's duration."""
-
-    def __init__(self, lab):
-        self.suffix = uuid.uuid4().hex[:8]
-        self.table, self.list_key = f"failover_probe_{self.suffix}", f"failover_probe_{self.suffix}"
-        self.stop_file = f"/tmp/failover-writer-{self.suffix}.stop"
-        settings = {"hosts": [lab[SERVER1], lab[SERVER2]],
-                    "database_password": SECRETS["postgresql"]["airflow_password"],
-                    "redis_password": SECRETS["redis"]["password"], "table": self.table,
-                    "list_key": self.list_key, "stop_file": self.stop_file}
-        script = WRITER.read_text().replace("SETTINGS = {}", f"SETTINGS = {settings!r}", 1)
-        self.process = subprocess.Popen(
-            [str(REPO / "bin/lab"), "exec", WORKER, "--", "/opt/airflow/venv/bin/python", "-"],
-            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
-        self.process.stdin.write(script)
-        self.process.stdin.close()
-
-    def stop(self):
-        bin_lab("exec", WORKER, "--", "touch", self.stop_file)
-        out = self.process.stdout.read()
-        assert self.process.wait(timeout=60) == 0, self.process.stderr.read()
-        return json.loads(out)
-
-
-def assert_nothing_lost(writer, acknowledged, primary):
-    """Every row and item the writer had acknowledged is on the primary
-    (both PostgreSQL and Redis); returns the acknowledged numbers of each."""
-    rows = {int(n) for n in psql(primary, f"select n from {writer.table}").stdout.split()}
-    pg_acked = {n for n, _, _ in acknowledged["postgresql"]}
-    assert pg_acked <= rows, f"lost rows: {sorted(pg_acked - rows)[:20]}"
-    items = {int(n) for n in redis_cli(primary, "lrange", writer.list_key, "0", "-1").split()}
-    redis_acked = {n for n, _, _ in acknowledged["redis"]}
-    assert redis_acked <= items, f"lost items: {sorted(redis_acked - items)[:20]}"
-    return pg_acked, redis_acked
 
 
 class HealthWatch(threading.Thread):
@@ -172,27 +90,6 @@ def _epoch(timestamp):
     from datetime import datetime
 
     return datetime.fromisoformat(timestamp).timestamp()
-
-
-class PrimaryWatch(threading.Thread):
-    """Polls both servers: records every moment both accepted writes."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.both_writable, self.polls, self.stopped = [], 0, False
-        self.first_writable = {}
-
-    def run(self):
-        while not self.stopped:
-            now = time.time()
-            states = {node: writable(node) for node in (SERVER1, SERVER2)}
-            for node, state in states.items():
-                if state:
-                    self.first_writable.setdefault(node, now)
-            if all(states.values()):
-                self.both_writable.append(now)
-            self.polls += 1
-            time.sleep(0.3)
 
 
 def failback_with_consent(say):
@@ -255,7 +152,7 @@ def test_a_runbook_refuses_a_pillar_the_highstate_would_refuse(airflow_healthy, 
         else:
             path.write_text(json.dumps(record))
     assert returncode != 0
-    assert f"the pillar is invalid: the pillar of environment lab has 1 problem(s)" in output
+    assert "the pillar is invalid: the pillar of environment lab has 1 problem(s)" in output
     assert f"topology:primary names {WORKER}" in output
     assert topology() == before
 
@@ -268,8 +165,7 @@ def test_planned_failover_under_load_loses_nothing(lab, airflow_healthy, say):
     run_id = trigger_sleeping_run(75)
     wait_until(lambda: task_state(run_id) == "running", 180, "the sleeping task running")
     writer = Writer(lab)
-    wait_until(lambda: psql(SERVER1, f"select count(*) from {writer.table}",
-                            check=False).stdout.strip() not in ("", "0"), 60, "writes flowing")
+    writer.wait_flowing(SERVER1)
     time.sleep(3)
 
     started = time.time()
@@ -335,7 +231,7 @@ def test_planned_failback_switches_back_to_the_preferred_primary(lab, say):
 
 @pytest.mark.destructive
 def test_unplanned_failover_fences_the_crashed_primary_and_failback_rewinds_it(lab, say):
-    watch = PrimaryWatch()
+    watch = ServersWatch()
     watch.start()
     try:
         bin_lab("crash", SERVER1)
@@ -370,10 +266,8 @@ def test_unplanned_failover_fences_the_crashed_primary_and_failback_rewinds_it(l
             f"{rejoin.group(2)} s")
         assert writable(SERVER1) and not writable(SERVER2)
     finally:
-        watch.stopped = True
-        watch.join(timeout=30)
-    say(f"{watch.polls} polls of both servers, {len(watch.both_writable)} with two writable")
-    assert watch.both_writable == []
+        watch.stop()
+    watch.assert_never_two_writers(say)
     assert watch.polls > 50
 
 

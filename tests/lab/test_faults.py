@@ -14,8 +14,8 @@ from lab import master
 from tests.conftest import REPO, assert_converged, bin_lab, salt_json
 from tests.lab.test_airflow_tier import wait_until
 from tests.lab.test_data_tier import lsn
-from tests.lab.test_failover import (SERVER1, SERVER2, psql, redis_cli, run_state,
-                                     trigger_sleeping_run)
+from tests.lab.test_failover import run_state, trigger_sleeping_run
+from tests.lab.writers import SERVER1, SERVER2, psql, redis_cli
 
 pytestmark = [pytest.mark.lab, pytest.mark.destructive]
 

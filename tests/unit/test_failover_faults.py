@@ -8,8 +8,8 @@ import re
 import pytest
 
 from ha_core.cluster import Cluster
-from ha_core.failover import (fence_method, plan, redis_loss, resume_decision,
-                              signs_of_life)
+from ha_core.failover import (fence_method, finish_decision, plan, redis_loss,
+                              resume_decision, signs_of_life)
 from tests.unit.test_failover import (PILLAR, S1, S2, pg_primary, pg_standby, pg_stopped,
                                       redis_master, redis_replica)
 
@@ -219,3 +219,57 @@ def test_a_half_switched_pair_is_finished_after_the_divergence_check():
                   redis_states={S1: redis_master(), S2: redis_replica(S1, link="down")})
     assert (result["mode"], result["refused"]) == ("resume", None)
     assert asked == [(S1, S2)]
+
+
+# --- finish: an earlier run recorded the switch, then stopped -----------------------------
+
+
+def recorded(reason, fenced=()):
+    """The topology record an orch.failover from S1 to S2 wrote."""
+    return {"primary": S2, "previous_primary": S1, "generation": 2, "reason": reason,
+            "fenced": list(fenced)}
+
+
+PLANNED = recorded(f"orch.failover: planned switch from {S1}")
+FORCED = recorded(f"orch.failover (unplanned, forced): {S1} fenced agent", fenced=[S1])
+
+
+def test_a_planned_run_stopped_after_recording_is_finished_with_the_rejoin():
+    decision = finish_decision(PLANNED, S2, S1, pg_primary(S2, timeline=2), pg_stopped(S1),
+                               True)
+    assert (decision["mode"], decision["new"], decision["rejoin"]) == ("finish", S2, S1)
+    assert decision["refused"] is None
+
+
+def test_a_forced_run_is_finished_without_rejoining_the_node_it_fenced():
+    decision = finish_decision(FORCED, S2, S1, pg_primary(S2, timeline=2), None, False)
+    assert (decision["mode"], decision["rejoin"]) == ("finish", None)
+    decision = finish_decision(FORCED, S2, S1, pg_primary(S2, timeline=2), pg_stopped(S1), True)
+    assert decision["rejoin"] is None  # orch.failback rejoins it, with consent to any loss
+
+
+def test_a_finished_run_lets_the_next_failover_start_a_new_switch():
+    states = {S2: pg_primary(S2, {S1: "streaming"}, timeline=2), S1: pg_standby(S1, S2)}
+    assert finish_decision(PLANNED, S2, S1, states[S2], states[S1], True) is None
+
+
+@pytest.mark.parametrize("record", [
+    None,
+    {"primary": S2, "previous_primary": S1, "reason": "airflow_ha.unfence: the copies named"},
+    {"primary": S2, "previous_primary": S1, "reason": "restored"},
+])
+def test_a_record_another_command_wrote_is_no_run_to_finish(record):
+    assert finish_decision(record, S2, S1, pg_primary(S2), pg_stopped(S1), True) is None
+
+
+def test_a_recorded_primary_that_does_not_run_is_no_run_to_finish():
+    assert finish_decision(PLANNED, S2, S1, pg_stopped(S2), pg_standby(S1, S2), True) is None
+
+
+def test_the_failover_plan_finishes_before_it_considers_a_new_switch():
+    pillar = dict(PILLAR, topology=PLANNED)
+    states = {S2: pg_primary(S2, timeline=2), S1: pg_stopped(S1)}
+    result = plan(Cluster(pillar), "failover", {S1, S2}, states,
+                  redis_states={S2: redis_master([S1]), S1: redis_replica(S2)})
+    assert (result["mode"], result["old"], result["new"], result["rejoin"]) == \
+        ("finish", S2, S2, S1)

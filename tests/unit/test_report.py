@@ -86,3 +86,12 @@ def test_the_status_text_lists_problems_and_says_when_there_is_no_record():
 def test_a_refused_plan_says_why_and_nothing_else():
     lines = plan_lines({"down": [S1], "states": {}, "refused": "no", "mode": None})
     assert lines == [f"    not answering: {S1}", "    REFUSED: no"]
+
+
+def test_a_finishing_plan_says_which_run_it_finishes_and_who_rejoins():
+    lines = plan_lines({"down": [], "states": {}, "refused": None, "mode": "finish",
+                        "old": S2, "new": S2, "rejoin": S1, "airflow_nodes": [S1, S2]})
+    assert lines == [
+        f"    plan: rejoin {S1} as a standby of {S2} (pg_rewind, or a base backup), Redis follows",
+        f"    plan: finish the orch.failover that recorded {S2} as the primary: Airflow on "
+        f"{S1}, {S2} follows it, then verify; each step skips what is done"]
