@@ -195,19 +195,21 @@ def unaccounted_losses(acknowledged, on_primary, consented=None):
     accepted: a forced failover's bound, a failback's discard)."""
     unexplained = {}
     for kind, writes in acknowledged.items():
-        run_end = {}  # each write's number -> when its server's run of answers ended
-        end = None
+        # Each write's number -> when its server's run of answers ended; the
+        # last run ended when the writer stopped, not at a crash: None.
+        run_end, end = {}, None
         for index in range(len(writes) - 1, -1, -1):
             number, server, at = writes[index]
             following = writes[index + 1] if index + 1 < len(writes) else None
-            if following is None or following[1] != server or following[2] - at > 3:
+            if following and (following[1] != server or following[2] - at > 3):
                 end = at
             run_end[number] = end
         accepted = (consented or {}).get(kind)
         unexplained[kind] = sorted(
             number for number, server, at in writes
             if number not in on_primary[kind]
-            and not at >= run_end[number] - CRASH_WINDOW_SECONDS
+            and not (run_end[number] is not None
+                     and at >= run_end[number] - CRASH_WINDOW_SECONDS)
             and not (accepted and server == accepted[0] and at >= accepted[1]))
     return unexplained
 
