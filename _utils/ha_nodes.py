@@ -87,6 +87,8 @@ class Nodes:
     def step_jobs(self, nodes):
         """``{node: [function, ...]}`` of the runbook steps' jobs still
         running on the nodes that answer (see STEP_FUNCTIONS)."""
+        if not nodes:
+            return {}
         replies = self.client.cmd(sorted(nodes), "saltutil.running", tgt_type="list",
                                   timeout=30)
         return {node: sorted(job["fun"] for job in jobs
