@@ -96,6 +96,14 @@ def orchestrate(say, name, *args, on_line=None, stop_at=None):
     return process.returncode, "".join(lines)
 
 
+def both(probe):
+    """Whether probe is true of both servers at one moment. The servers are
+    asked one after the other, so the first is asked again after the
+    second: a role that moved from one to the other between two questions
+    (a Redis FAILOVER takes milliseconds) is not two writers."""
+    return probe(SERVER1) and probe(SERVER2) and probe(SERVER1)
+
+
 class ServersWatch(threading.Thread):
     """Polls both servers until stopped: every moment with two writable
     PostgreSQL primaries or two Redis masters, and when each was first
@@ -109,12 +117,12 @@ class ServersWatch(threading.Thread):
     def run(self):
         while not self.stopped:
             now = time.time()
-            pg = {node: writable(node) for node in (SERVER1, SERVER2)}
-            for node in (node for node, state in pg.items() if state):
-                self.first_writable.setdefault(node, now)
-            if all(pg.values()):
+            for node in (SERVER1, SERVER2):
+                if node not in self.first_writable and writable(node):
+                    self.first_writable[node] = now
+            if both(writable):
                 self.two_primaries.append(now)
-            if all(redis_master(node) for node in (SERVER1, SERVER2)):
+            if both(redis_master):
                 self.two_masters.append(now)
             self.polls += 1
             time.sleep(0.3)
