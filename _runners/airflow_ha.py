@@ -306,14 +306,15 @@ def _wait_for_earlier_steps(cluster, wait=_LONG_SECONDS):
     """Wait until no job of an earlier run's step still runs on a node: a
     run killed half-way leaves its step's job running there (a rejoin, a
     base backup), and nothing is inspected or changed beside it."""
-    shown = []
+    last = {}
 
     def idle():
         busy = _nodes().step_jobs(_answering(cluster.nodes))
-        if busy and busy != (shown[-1] if shown else None):
+        if busy and busy != last:
             _say("    waiting for jobs an earlier run left running: " + "; ".join(
                 f"{node} {', '.join(functions)}" for node, functions in sorted(busy.items())))
-        shown.append(busy)
+        last.clear()
+        last.update(busy)
         return not busy
 
     probes.wait_until(idle, wait, "no job of an earlier run left on the nodes")

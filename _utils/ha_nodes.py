@@ -91,11 +91,10 @@ class Nodes:
             return {}
         replies = self.client.cmd(sorted(nodes), "saltutil.running", tgt_type="list",
                                   timeout=30)
-        return {node: sorted(job["fun"] for job in jobs
-                             if str(job.get("fun", "")).startswith(STEP_FUNCTIONS))
-                for node, jobs in replies.items()
-                if isinstance(jobs, list) and any(
-                    str(job.get("fun", "")).startswith(STEP_FUNCTIONS) for job in jobs)}
+        running = {node: sorted(str(job.get("fun")) for job in jobs
+                                if str(job.get("fun")).startswith(STEP_FUNCTIONS))
+                   for node, jobs in replies.items() if isinstance(jobs, list)}
+        return {node: functions for node, functions in running.items() if functions}
 
     def statuses(self, nodes, function):
         """``{node: status}`` (``function``'s result) of the nodes that answer."""

@@ -14,7 +14,7 @@
     that would discard WAL the preferred primary holds past the fork (what
     it committed after the other was promoted) is refused until `discard`
     names that range; the discarded WAL is kept beside its data directory. #}
-{%- from 'orch/steps.jinja' import step, refuse, planned_switch with context %}
+{%- from 'orch/steps.jinja' import step, refuse, rejoin, planned_switch with context %}
 {%- set plan = salt['saltutil.runner']('airflow_ha.plan', action='failback',
                                        switch_back=salt['pillar.get']('switch_back', True),
                                        discard=salt['pillar.get']('discard')) %}
@@ -27,9 +27,7 @@
 {%- elif plan.mode == 'nothing' %}
 {{ step(run, 'verify the cluster', 'verify', down=plan.down) }}
 {%- else %}
-{%-   set rejoin = plan.rejoin or plan.new %}
-{{ step(run, 'rejoin PostgreSQL on ' ~ rejoin ~ ' as a standby of ' ~ plan.old, 'pg_rejoin', node=rejoin, primary=plan.old, discard=plan.discard) }}
-{{ step(run, 'make Redis on ' ~ rejoin ~ ' a replica of ' ~ plan.old, 'redis_follow', node=rejoin, master=plan.old) }}
+{{ rejoin(run, plan.rejoin or plan.new, plan.old, plan.discard) }}
 {%-   if plan.mode == 'planned' %}
 {{ planned_switch(run, plan.old, plan.new, 'orch.failback', plan.down) }}
 {%-   else %}

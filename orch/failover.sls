@@ -20,7 +20,7 @@
       (pillar failover:fence), else only when the operator names it:
       pillar='{"force": true, "fenced": "NODE"}'. A standby that still
       streams from it refuses that word. #}
-{%- from 'orch/steps.jinja' import step, refuse, planned_switch with context %}
+{%- from 'orch/steps.jinja' import step, refuse, rejoin, planned_switch with context %}
 {%- set plan = salt['saltutil.runner']('airflow_ha.plan', action='failover',
                                        force=salt['pillar.get']('force', False),
                                        max_lag_bytes=salt['pillar.get']('max_lag_bytes'),
@@ -35,8 +35,7 @@
 {%- elif plan.mode == 'finish' %}
 {{ step(run, 'point Airflow at ' ~ plan.old ~ ' and restart it', 'airflow_follow', down=plan.down) }}
 {%-   if plan.rejoin %}
-{{ step(run, 'rejoin PostgreSQL on ' ~ plan.rejoin ~ ' as a standby of ' ~ plan.old, 'pg_rejoin', node=plan.rejoin, primary=plan.old) }}
-{{ step(run, 'make Redis on ' ~ plan.rejoin ~ ' a replica of ' ~ plan.old, 'redis_follow', node=plan.rejoin, master=plan.old) }}
+{{ rejoin(run, plan.rejoin, plan.old) }}
 {%-   endif %}
 {{ step(run, 'verify the cluster', 'verify', down=plan.down) }}
 {%- elif plan.mode in ('planned', 'resume') %}
