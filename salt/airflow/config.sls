@@ -2,6 +2,7 @@
     webserver keys): readable by the service account only, and never shown
     in the change output. #}
 {%- from 'airflow/map.jinja' import airflow %}
+{%- from 'escape.jinja' import systemd_env %}
 include:
   - airflow.install
 
@@ -27,3 +28,19 @@ airflow-config:
     - show_changes: false
     - require:
       - cmd: airflow-venv
+
+{%- if 'airflow-flower' in airflow.roles %}
+
+# Flower's basic authentication, for the Flower unit only. Flower reads it
+# from its environment as it is; in airflow.cfg ([celery] flower_basic_auth)
+# Airflow would expand a $VARIABLE in the password. systemd reads the file
+# as root: nobody else needs to.
+airflow-flower-environment-file:
+  file.managed:
+    - name: {{ airflow.flower_environment_file }}
+    - mode: '0600'
+    - show_changes: false
+    - contents: |
+        # Managed by Salt (salt/airflow): read by the airflow-flower unit.
+        FLOWER_BASIC_AUTH={{ systemd_env(airflow.flower.username ~ ':' ~ airflow.flower.password) }}
+{%- endif %}

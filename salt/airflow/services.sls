@@ -41,7 +41,8 @@ airflow-{{ component.name }}-unit:
     - context:
         component: {{ component | json }}
         airflow: {{ {'user': airflow.user, 'home': airflow.home, 'venv': airflow.venv,
-                     'environment_file': airflow.environment_file} | json }}
+                     'environment_file': airflow.environment_file,
+                     'flower_environment_file': airflow.flower_environment_file} | json }}
   module.run:
     - service.systemctl_reload: []
     - onchanges:
@@ -58,5 +59,8 @@ airflow-{{ component.name }}:
       - file: airflow-{{ component.name }}-unit
       - file: airflow-config
       - file: airflow-environment-file
+{%- if component.name == 'flower' %}
+      - file: airflow-flower-environment-file
+{%- endif %}
       - cmd: airflow-package
 {%- endfor %}

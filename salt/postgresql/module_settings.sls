@@ -3,6 +3,7 @@
     arguments), and the replication password for connections to the other
     database node, in the postgres account's libpq passfile. #}
 {%- from 'postgresql/map.jinja' import postgresql %}
+{%- from 'escape.jinja' import pgpass_field %}
 include:
   - postgresql.install
 
@@ -28,7 +29,8 @@ postgresql-module-settings:
 postgresql-passfile:
   file.managed:
     - name: {{ postgresql.passfile }}
-    - contents: "*:*:*:{{ postgresql.replication_user }}:{{ postgresql.replication_password }}"
+    - contents: {{ ('*:*:*:' ~ pgpass_field(postgresql.replication_user) ~ ':'
+                    ~ pgpass_field(postgresql.replication_password)) | json }}
     - user: {{ postgresql.os_user }}
     - group: {{ postgresql.os_user }}
     - mode: '0600'
