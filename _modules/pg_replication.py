@@ -96,9 +96,12 @@ def _run(settings, program, *args, stdin=None, timeout=None, quiet=False):
     env = {"LC_ALL": "C"}  # we parse the programs' English output
     if settings["passfile"]:
         env["PGPASSFILE"] = settings["passfile"]
+    # stdin_raw_newlines: otherwise Salt turns each backslash-n in the input
+    # (in a password, say) into a newline.
     return __salt__["cmd.run_all"](
         [os.path.join(settings["bin_dir"], program), *args],
-        stdin=stdin, runas=settings["os_user"], env=env, cwd="/", python_shell=False,
+        stdin=stdin, stdin_raw_newlines=True, runas=settings["os_user"], env=env, cwd="/",
+        python_shell=False,
         ignore_retcode=True, timeout=timeout, output_loglevel="quiet" if quiet else "debug",
     )
 

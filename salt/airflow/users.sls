@@ -12,6 +12,9 @@ airflow-users:
   cmd.run:
     - name: {{ airflow.venv }}/bin/python {{ airflow.home }}/sync_users.py
     - stdin: {{ users | json | json }}
+    # As it is: otherwise Salt turns each backslash-n in it (a password's
+    # backslash, JSON-escaped, then n) into a newline.
+    - stdin_raw_newlines: true
     - stateful: true
     - runas: {{ airflow.user }}
     - env:
