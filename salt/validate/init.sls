@@ -96,7 +96,7 @@
 {%- if nodes_with.get('haproxy') %}
 {%-   do require_secret(errors, 'haproxy:stats_password') %}
 {%-   for key, pem in [('haproxy:tls:certificate', 'CERTIFICATE'), ('haproxy:tls:key', 'PRIVATE KEY')] %}
-{%-     if require_secret(errors, key) and not salt['pillar.get'](key) | string | regex_search('(-----BEGIN [A-Z ]*' ~ pem ~ '-----)') %}
+{%-     if require_secret(errors, key, multiline=true) and not salt['pillar.get'](key) | string | regex_search('(-----BEGIN [A-Z ]*' ~ pem ~ '-----)') %}
 {%-       do errors.append(key ~ " is not a PEM " ~ pem | lower ~ " (-----BEGIN ..." ~ pem ~ "-----): give the Airflow UI's TLS " ~ (pem | lower) ~ " in PEM form") %}
 {%-     endif %}
 {%-   endfor %}
@@ -108,7 +108,9 @@
 {%-     do errors.append("airflow:fernet_key is not a Fernet key (32 bytes, url-safe base64, 44 characters): make one with python3 -c \"import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())\"") %}
 {%-   endif %}
 {%-   if nodes_with.get('airflow-flower') %}
-{%-     do require_secret(errors, 'airflow:flower:password') %}
+{%-     if require_secret(errors, 'airflow:flower:password') and ',' in salt['pillar.get']('airflow:flower:password') %}
+{%-       do errors.append("airflow:flower:password holds a comma, which Flower reads as the end of one user:password pair and the start of the next: choose a password without commas") %}
+{%-     endif %}
 {%-   endif %}
 {%-   for username, user in salt['pillar.get']('airflow:users', {}) | dictsort %}
 {%-     do require_secret(errors, 'airflow:users:' ~ username ~ ':password') %}

@@ -4,6 +4,7 @@ with that node's id and pillar, as its minion would."""
 
 import base64
 import json
+import re
 import shutil
 
 import pytest
@@ -45,7 +46,9 @@ def filled_in(pillar_root, environment):
         "fernet_key: CHANGE-ME",
         "fernet_key: " + base64.urlsafe_b64encode(b"k" * 32).decode())
     for key in ("certificate", "key"):
-        text = text.replace(f"{key}: CHANGE-ME", f"{key}: {json.dumps(lab_tls[key])}")
+        # The whole key name: webserver_secret_key ends with "key" too.
+        text = re.sub(rf"(?m)^(\s+){key}: CHANGE-ME$",
+                      lambda match: f"{match.group(1)}{key}: {json.dumps(lab_tls[key])}", text)
     secrets.write_text(text.replace("CHANGE-ME", "filled-in-secret"))
     return pillar_root
 

@@ -69,6 +69,18 @@ CASES = {
     "example secret left in": (
         lambda c, s, o: s["airflow"].update(webserver_secret_key="CHANGE-ME"),
         "airflow:webserver_secret_key is still the example's CHANGE-ME"),
+    "a newline in a password": (
+        lambda c, s, o: s["postgresql"].update(replication_password="first\nsecond"),
+        "postgresql:replication_password holds a newline, a tab or another control character"),
+    "a tab in a user's password": (
+        lambda c, s, o: s["airflow"]["users"]["viewer"].update(password="tab\there"),
+        "airflow:users:viewer:password holds a newline, a tab or another control character"),
+    "a password YAML reads as a number": (
+        lambda c, s, o: s["redis"].update(password=12345678),
+        "redis:password is not a string (YAML read it as a number"),
+    "a comma in Flower's password": (
+        lambda c, s, o: s["airflow"]["flower"].update(password="one,two"),
+        "airflow:flower:password holds a comma, which Flower reads as the end of one user:password pair"),
     "invalid Fernet key": (
         lambda c, s, o: s["airflow"].update(fernet_key="not-a-fernet-key"),
         "airflow:fernet_key is not a Fernet key"),
