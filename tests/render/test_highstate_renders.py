@@ -48,7 +48,8 @@ def filled_in(pillar_root, environment):
     for key in ("certificate", "key"):
         # The whole key name: webserver_secret_key ends with "key" too.
         text = re.sub(rf"(?m)^(\s+){key}: CHANGE-ME$",
-                      lambda match: f"{match.group(1)}{key}: {json.dumps(lab_tls[key])}", text)
+                      lambda match, key=key: f"{match.group(1)}{key}: {json.dumps(lab_tls[key])}",
+                      text)
     secrets.write_text(text.replace("CHANGE-ME", "filled-in-secret"))
     return pillar_root
 
