@@ -10,6 +10,7 @@ import pytest
 # lsn: test_faults.py imports it from here too.
 from ha_core.pg_facts import parse_lsn as lsn
 from tests.conftest import REPO, bin_lab, salt_json
+from tests.lab.writers import redis_cli
 
 pytestmark = pytest.mark.lab
 
@@ -23,9 +24,7 @@ def psql(node, sql):
 
 
 def redis_info(node):
-    script = ("REDISCLI_AUTH=$(sed -n 's/^requirepass \"\\(.*\\)\"$/\\1/p' /etc/redis/redis.conf) "
-              "redis-cli --no-auth-warning info replication")
-    info = bin_lab("exec", node, "--", "sh", "-c", script).stdout
+    info = redis_cli(node, "info", "replication")
     return dict(line.split(":", 1) for line in info.split() if ":" in line)
 
 
