@@ -12,7 +12,7 @@ one master and its replica.
         redis_replication:
           host: 127.0.0.1              # where this node's Redis answers locally
           port: 6379
-          password_file: /etc/redis/redis.conf
+          password_file: /etc/redis/airflow-ha-auth.conf
           role_file: /etc/redis/replication.conf
           announce_host: 10.11.12.10   # how the other nodes reach this one
           service: redis-server        # its systemd unit (fence stops it)
@@ -91,10 +91,12 @@ def __virtual__():
     return __virtualname__
 
 
-def _settings():
+def _settings(password_required=True):
     """
     Return this module's settings merged over the defaults, with the
-    password resolved and announce_host defaulted.
+    password resolved and announce_host defaulted. Unless
+    password_required, a password_file that does not exist yet gives no
+    password (None) rather than an error.
     """
     settings = dict(_DEFAULT_SETTINGS)
     settings.update(__salt__["config.get"]("redis_replication", {}) or {})
@@ -105,6 +107,12 @@ def _settings():
         try:
             with salt.utils.files.fopen(path, "r") as config_file:
                 settings["password"] = redis_facts.requirepass_from_config(config_file.read(), path)
+        except FileNotFoundError:
+            if password_required:
+                raise errors.OperationFailed(
+                    f"Cannot read redis_replication:password_file {path}: it does not exist",
+                    fix="apply the redis state, which writes it",
+                )
         except OSError as exc:
             raise errors.OperationFailed(
                 f"Cannot read redis_replication:password_file {path}: {exc.strerror}",
@@ -122,12 +130,10 @@ def _settings():
     return settings
 
 
-def _connect(host, port, password):
+def _client(host, port, password):
     """
-    Return (client, parsed INFO replication, None) for the node at
-    host:port, or (None, None, reason) when it cannot be reached. A node that
-    answers but refuses the password is an error, not an unreachable node.
-    The client fails fast when its node does not answer.
+    Return a client of the node at host:port that fails fast when its node
+    does not answer (it connects at its first command).
     """
     client = redis.Redis(
         host=host,
@@ -140,6 +146,17 @@ def _connect(host, port, password):
     )
     # INFO's text, for redis_facts.parse_replication_info.
     client.set_response_callback("INFO", lambda response, **options: response)
+    return client
+
+
+def _connect(host, port, password):
+    """
+    Return (client, parsed INFO replication, None) for the node at
+    host:port, or (None, None, reason) when it cannot be reached. A node that
+    answers but refuses the password is an error, not an unreachable node.
+    The client fails fast when its node does not answer.
+    """
+    client = _client(host, port, password)
     try:
         return client, _info(client), None
     except redis.AuthenticationError as exc:
@@ -534,3 +551,104 @@ def replicate_from(master, timeout=30):
         "comment": f"Now a replica of {host}:{port} (was {previously}).",
         **_status(settings, info),
     }
+
+
+def _authenticated_client(settings, candidates):
+    """
+    Return (client, password) for the first of the candidate passwords
+    this node's Redis accepts (None: no password at all); (None, None)
+    when it does not answer. OperationFailed when it answers but refuses
+    every one.
+    """
+    for password in candidates:
+        client = _client(settings["host"], settings["port"], password)
+        try:
+            client.ping()
+            return client, password
+        except (redis.AuthenticationError, redis.ResponseError):
+            # Refused (before ConnectionError: redis-py derives the one from
+            # the other); a password given to a server that has none is too.
+            continue
+        except (redis.ConnectionError, redis.TimeoutError):
+            return None, None
+    raise errors.OperationFailed(
+        f"Redis at {settings['host']}:{settings['port']} refused the new password, the one "
+        f"in {settings['password_file']} and none at all",
+        fix="set the password it runs with in its auth file (or restart it with that file), "
+        "then apply the redis state again",
+    )
+
+
+@errors.reported_as(CommandExecutionError, invalid_input=SaltInvocationError)
+def accept_password(pillar_key="redis:password", test=False):
+    """
+    Make this node's running Redis accept the password at the pillar key
+    ``pillar_key``, without a restart: the default user gets it besides the
+    one it has (clients still using the old one keep working until
+    ``retire_passwords``), and a replica authenticates to its master with it
+    (``masterauth``) from its next reconnection on; its link stays up. The
+    password is read from the pillar on the node, so it is on no command
+    line. With ``test``, only say what would change.
+
+    Run it on every Redis node before anything uses the new password (the
+    redis state does, before it writes the new password to the auth file,
+    ``password_file``, which redis-server reads when it starts).
+
+    Returns ``running`` (False when Redis does not answer: it takes the
+    password from its auth file when it starts) and ``changes``, a list.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_replication.accept_password
+    """
+    new = __salt__["pillar.get"](pillar_key, unmask=True)
+    if not isinstance(new, str) or not new:
+        raise errors.InvalidInput(
+            f"The pillar key {pillar_key} holds no password",
+            fix="set it in the environment's secrets (pillar/<environment>/secrets.sls)",
+        )
+    settings = _settings(password_required=False)
+    client, accepted = _authenticated_client(
+        settings, redis_decisions.passwords_to_try(new, settings["password"]))
+    if client is None:
+        return {"running": False, "changes": []}
+    if accepted == new:
+        # Accepted by an earlier run, or from the auth file at start: either
+        # way masterauth is the new password too.
+        return {"running": True, "changes": []}
+    if not test:
+        _command("ACL SETUSER", client.execute_command, "ACL", "SETUSER", "default", "on",
+                 ">" + new)
+        _command("CONFIG SET masterauth", client.config_set, "masterauth", new)
+    return {"running": True,
+            "changes": ["accepts the new password, and the old one until retire_passwords",
+                        "authenticates to its master with the new password"]}
+
+
+@errors.reported_as(CommandExecutionError, invalid_input=SaltInvocationError)
+def retire_passwords():
+    """
+    Make this node's Redis accept only the password of its auth file
+    (``password_file``): the passwords ``accept_password`` left accepted
+    are dropped at once (connections already authenticated stay). Run it
+    once nothing uses them any more (``orch.rotate`` does, last).
+
+    Returns ``retired``: how many passwords it no longer accepts.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt -G 'roles:redis' redis_replication.retire_passwords
+    """
+    settings = _settings()
+    client = _local(settings)[0]
+    user = _command("ACL GETUSER default", client.acl_getuser, "default")
+    retired = redis_decisions.passwords_to_retire(user["passwords"], settings["password"])
+    if retired:
+        # One command: there is no moment without a password.
+        _command("ACL SETUSER", client.execute_command, "ACL", "SETUSER", "default",
+                 "resetpass", ">" + settings["password"])
+    return {"retired": retired}

@@ -1,7 +1,8 @@
 """
 Operate the highly available Airflow platform from the master: its status,
-the topology record, and the steps of the failover and failback runbooks
-(``orch/failover.sls``, ``orch/failback.sls``).
+the topology record, and the steps of the failover, failback and secret
+rotation runbooks (``orch/failover.sls``, ``orch/failback.sls``,
+``orch/rotate.sls``).
 
 Every step acts through the data-tier execution modules on the nodes
 (``pg_replication``, ``redis_replication``) and Salt's own modules, checks
@@ -33,7 +34,7 @@ import sys
 import time
 
 import ha_nodes
-from ha_core import errors, failover, probes, report, runbook
+from ha_core import errors, failover, probes, report, rotation, runbook
 from ha_core.cluster import (Cluster, new_record, read_record, record_path, record_text,
                              write_record)
 
@@ -783,3 +784,135 @@ def verify(wait=120, down=None):
         return verified
 
     return _step("verify", action)
+
+
+# --- Secret rotation (orch.rotate; its plan: ha_core.rotation) -----------------------
+
+
+def rotation_plan():
+    """
+    The pre-flight of ``orch.rotate``: wait for jobs an earlier run left
+    running, check the pillar, find the primary; print and return the plan
+    (``ha_core.rotation.plan``). Changes nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.rotation_plan
+    """
+    cluster = _cluster()
+    _say(f"==> pre-flight (rotate): inspecting {', '.join(sorted(cluster.nodes))}")
+    try:
+        _wait_for_earlier_steps(cluster)
+        answering = _answering(cluster.nodes)
+        refusal = failover.pillar_refusal(_nodes().render_validation(sorted(answering)))
+        pg_states = {} if refusal else _nodes().data_tier_states(cluster, answering)[0]
+        result = rotation.plan(cluster, answering, pg_states, refusal)
+    except errors.HaError as error:
+        result = {"primary": cluster.primary, "order": [], "down": [], "fernet_keys": 0,
+                  "refused": f"the pre-flight could not inspect the cluster: {error}"}
+    for line in rotation.plan_lines(result):
+        _say(line)
+    return result
+
+
+def secrets_accepted(node):
+    """
+    PostgreSQL and Redis on ``node`` take the new passwords: its
+    ``postgresql`` and ``redis`` states (on the primary the roles' passwords
+    change; every Redis accepts the new password besides the old one and
+    authenticates to its master with it), with no restart.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.secrets_accepted airflow-server1
+    """
+    def action():
+        cluster = _cluster()
+        sls = ",".join(component for component, nodes in (("postgresql", cluster.database_nodes()),
+                                                          ("redis", cluster.redis_nodes()))
+                       if node in nodes)
+        runbook.state_applied(sls, [node], _nodes().apply([node], sls, _LONG_SECONDS))
+        return {"applied": sls}
+
+    return _step("secrets_accepted", action, node=node)
+
+
+def secrets_applied(wait=300, down=None):
+    """
+    Every answering node but those in ``down`` takes the new secrets: its
+    highstate, all at once (Airflow restarts where its configuration
+    changed, HAProxy reloads); then Airflow must be healthy through the
+    load balancer.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.secrets_applied
+    """
+    def action():
+        cluster = _cluster()
+        nodes = sorted(_answering(cluster.nodes, down))
+        runbook.state_applied("the highstate", nodes, _nodes().apply(nodes, None, _LONG_SECONDS))
+        url = _health_url(cluster)
+        if url:
+            probes.wait_healthy(url, wait, "Airflow healthy through the load balancer")
+        return {"applied on": ", ".join(nodes), "healthy": url or "no load balancer"}
+
+    return _step("secrets_applied", action)
+
+
+def fernet_reencrypt():
+    """
+    Re-encrypt every connection, variable and trigger with the first of
+    the pillar's Fernet keys (``airflow rotate-fernet-key``, once, on the
+    node that migrates the database). Run it only once every Airflow
+    process has all the keys (``orch.rotate`` does); the old key can then
+    be dropped by a later pillar edit.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.fernet_reencrypt
+    """
+    def action():
+        cluster = _cluster()
+        node = cluster.with_role("airflow-scheduler")[0]
+        airflow = _settings(cluster, "airflow", node)
+        result = _call(node, "cmd.run_all", f"{airflow['venv']}/bin/airflow rotate-fernet-key",
+                       runas=airflow["user"], env={"AIRFLOW_HOME": airflow["home"]},
+                       python_shell=False, timeout=_LONG_SECONDS)
+        if result["retcode"] != 0:
+            raise errors.OperationFailed(
+                f"airflow rotate-fernet-key on {node} exited {result['retcode']}: "
+                f"{result['stderr'][-500:]}")
+        return {"re-encrypted on": node}
+
+    return _step("fernet_reencrypt", action)
+
+
+def redis_retire_passwords(down=None):
+    """
+    Every answering Redis node but those in ``down`` accepts only the
+    current password (``redis_replication.retire_passwords``). A node that
+    is down keeps the old password until its highstate, when it returns.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.redis_retire_passwords
+    """
+    def action():
+        cluster = _cluster()
+        nodes = sorted(_answering(cluster.redis_nodes(), down))
+        retired = {node: _call(node, "redis_replication.retire_passwords")["retired"]
+                   for node in nodes}
+        return {"retired": ", ".join(f"{count} on {node}" for node, count in retired.items())}
+
+    return _step("redis_retire_passwords", action)

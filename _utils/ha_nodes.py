@@ -112,10 +112,10 @@ class Nodes:
                               "redis_replication.status"))
 
     def apply(self, nodes, sls, timeout):
-        """Run the state ``sls`` on the nodes, after any state run already
-        under way there (a returning node's, started by the reactor);
-        ``{node: state results}``."""
-        return self.client.cmd(list(nodes), "state.sls", [sls], tgt_type="list",
+        """Run the state ``sls`` on the nodes (their highstate when ``sls``
+        is None), after any state run already under way there (a returning
+        node's, started by the reactor); ``{node: state results}``."""
+        return self.client.cmd(list(nodes), "state.apply", [sls] if sls else [], tgt_type="list",
                                kwarg={"queue": True}, timeout=timeout)
 
     def render_validation(self, nodes):

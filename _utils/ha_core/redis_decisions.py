@@ -6,6 +6,8 @@ in, decision out: the redis_replication module reads the facts from the
 servers and carries the decisions out.
 """
 
+import hashlib
+
 from ha_core import redis_facts
 from ha_core.errors import Refused, Unreachable
 
@@ -124,3 +126,30 @@ def check_new_master(address, info, error):
             f"{address} is not a master (it follows {info['master_host']}:{info['master_port']})",
             fix=f"follow the master, or promote {address} first",
         )
+
+
+# --- Password rotation ------------------------------------------------------------
+
+
+def passwords_to_try(new, current):
+    """
+    The passwords this node's running Redis may accept while ``new`` is
+    rolled out, in the order to try them: the new one (accepted already),
+    the one its auth file holds now (``current``, None when there is no
+    file yet), and none at all (a fresh server, as the package started it).
+    """
+    ordered = [new]
+    if current and current != new:
+        ordered.append(current)
+    ordered.append(None)
+    return ordered
+
+
+def passwords_to_retire(password_hashes, password):
+    """
+    How many of a user's passwords (``ACL GETUSER``'s SHA-256 hex digests)
+    are not ``password``: the old ones a rotation leaves accepted until it
+    retires them.
+    """
+    keep = hashlib.sha256(password.encode()).hexdigest()
+    return sum(1 for digest in password_hashes if digest != keep)

@@ -1,5 +1,6 @@
 """
-The steps of the runbooks (``orch/failover.sls``, ``orch/failback.sls``):
+The steps of the runbooks (``orch/failover.sls``, ``orch/failback.sls``,
+``orch/rotate.sls``):
 each step's title, what the operator does when it fails, and the checks of
 what a step achieved, from what the nodes report. The runner's step
 functions act, ask the nodes and call these; a check returns what it
@@ -73,6 +74,26 @@ STEPS = {
         "unfence {node}: let the rightful writer take writes",
         "read the reason above and salt-run airflow_ha.status; each node's copy of the "
         "topology record is in /var/lib/airflow-ha/topology.json"),
+    "secrets_accepted": (
+        "PostgreSQL and Redis on {node} take the new passwords",
+        "Redis still accepts the old password too; PostgreSQL on {node} may hold the new one "
+        "already (sessions already open keep working). Fix the cause shown above "
+        "(salt {node} state.apply postgresql,redis test=True shows what is left), then run "
+        "the same runbook again: every step is safe to repeat"),
+    "secrets_applied": (
+        "every node takes the new secrets (highstate)",
+        "some nodes may run with the old secrets still; Redis accepts both. Fix the cause "
+        "shown above (salt NODE state.apply shows it on each node), then run the same "
+        "runbook again: every step is safe to repeat"),
+    "fernet_reencrypt": (
+        "re-encrypt connections and variables with the new Fernet key",
+        "every node runs with both keys, so everything stays readable; keep the old key in "
+        "the pillar until this step has passed. Fix the cause shown above, then run the same "
+        "runbook again"),
+    "redis_retire_passwords": (
+        "retire the old Redis passwords",
+        "the old Redis password is still accepted where it was not retired. Run the same "
+        "runbook again, or: salt -G 'roles:redis' redis_replication.retire_passwords"),
     "verify": (
         "verify: one primary, one master, standbys streaming, Airflow healthy",
         "read salt-run airflow_ha.status; the README's operator section says what to do for "

@@ -1,6 +1,9 @@
-{#- Two files, so that Salt and Redis's role switches never edit the same
-    lines:
-    - config_file is Salt's: every setting, and last, an include of
+{#- Three files, so that Salt and Redis's role switches never edit the same
+    lines, and a new password takes no restart:
+    - config_file is Salt's: every setting, then an include of each of
+    - auth_file, the password: the running server takes a new one first
+      (redis-password-accepted, which keeps the old one accepted until
+      orch.rotate retires it), then it is written here for the next start;
     - role_file, which holds only the role (replicaof). Salt writes it once,
       with the initial role; from then on the redis_replication module
       rewrites it when it switches roles, so a highstate never demotes a
@@ -9,6 +12,7 @@
 {%- set node = redis.nodes[grains.id] %}
 include:
   - redis.install
+  - redis.module_settings
 
 redis-settings:
   file.managed:
@@ -20,13 +24,32 @@ redis-settings:
         port: {{ redis.port }}
         data_dir: {{ redis.data_dir }}
         settings: {{ redis.settings | json }}
+        auth_file: {{ redis.auth_file }}
         role_file: {{ redis.role_file }}
+    - user: {{ redis.os_user }}
+    - group: {{ redis.os_user }}
+    - mode: '0640'
+    - require:
+      - pkg: redis-package
+
+redis-password-accepted:
+  redis_replication.password_accepted:
+    - name: redis:password
+    - require:
+      - pkg: redis-package
+      - grains: redis-module-settings
+
+redis-auth:
+  file.managed:
+    - name: {{ redis.auth_file }}
+    - source: salt://redis/files/auth.conf.jinja
+    - template: jinja
     - user: {{ redis.os_user }}
     - group: {{ redis.os_user }}
     - mode: '0640'
     - show_changes: false
     - require:
-      - pkg: redis-package
+      - redis_replication: redis-password-accepted
 
 redis-initial-role:
   file.managed:

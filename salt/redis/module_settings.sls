@@ -1,7 +1,7 @@
 {#- What the redis_replication execution module needs to find this node's
     Redis (a grain, so `salt NODE redis_replication.status` needs no
-    arguments). The password stays in the configuration file, which only
-    root and the redis account can read. #}
+    arguments). The password stays in the auth file, which only root and
+    the redis account can read. #}
 {%- from 'redis/map.jinja' import redis %}
 redis-module-settings:
   grains.present:
@@ -13,7 +13,7 @@ redis-module-settings:
     - value:
         host: 127.0.0.1
         port: {{ redis.port }}
-        password_file: {{ redis.config_file }}
+        password_file: {{ redis.auth_file }}
         role_file: {{ redis.role_file }}
         service: {{ redis.service }}
         announce_host: {{ redis.nodes[grains.id].address }}

@@ -6,6 +6,9 @@ redis-service:
   service.running:
     - name: {{ redis.service }}
     - enable: true
+    # A new password is no reason to restart (redis-password-accepted).
+    - require:
+      - file: redis-auth
     - watch:
       - file: redis-settings
       - file: redis-initial-role

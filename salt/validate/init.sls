@@ -104,9 +104,25 @@
 {%- if airflow_nodes %}
 {%-   do require_secret(errors, 'airflow:webserver_secret_key') %}
 {%-   do require_secret(errors, 'airflow:admin:password') %}
-{%-   if require_secret(errors, 'airflow:fernet_key') and not salt['pillar.get']('airflow:fernet_key') | string | regex_match('([A-Za-z0-9_-]{43}=)$') %}
-{%-     do errors.append("airflow:fernet_key is not a Fernet key (32 bytes, url-safe base64, 44 characters): make one with python3 -c \"import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())\"") %}
+{#-   One Fernet key, or while rotating a list: the new key first. #}
+{%-   set fernet = salt['pillar.get']('airflow:fernet_key') %}
+{%-   set fernet_keys = ['airflow:fernet_key'] %}
+{%-   if fernet is sequence and fernet is not string and fernet is not mapping %}
+{%-     set fernet_keys = [] %}
+{%-     for index in range(fernet | length) %}
+{%-       do fernet_keys.append('airflow:fernet_key:' ~ index) %}
+{%-     endfor %}
+{%-     if not fernet %}
+{%-       do errors.append("airflow:fernet_key is an empty list: give one key, or while rotating a list with the new key first and the old one after it") %}
+{%-     elif fernet | map('string') | unique | list | length != fernet | length %}
+{%-       do errors.append("airflow:fernet_key lists the same key twice: list each key once, the new key first") %}
+{%-     endif %}
 {%-   endif %}
+{%-   for key in fernet_keys %}
+{%-     if require_secret(errors, key) and not salt['pillar.get'](key) | string | regex_match('([A-Za-z0-9_-]{43}=)$') %}
+{%-       do errors.append(key ~ " is not a Fernet key (32 bytes, url-safe base64, 44 characters): make one with python3 -c \"import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())\"") %}
+{%-     endif %}
+{%-   endfor %}
 {%-   if nodes_with.get('airflow-flower') %}
 {%-     if require_secret(errors, 'airflow:flower:password') and ',' in salt['pillar.get']('airflow:flower:password') %}
 {%-       do errors.append("airflow:flower:password holds a comma, which Flower reads as the end of one user:password pair and the start of the next: choose a password without commas") %}

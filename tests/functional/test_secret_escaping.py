@@ -145,7 +145,7 @@ def odd_redis(server1, tmp_path):
     """A redis-server with the rendered requirepass and masterauth lines,
     on a free loopback port; yields its port."""
     loaders, highstate = server1
-    rendered = write_file_state(loaders, highstate, "redis-settings", tmp_path / "rendered.conf")
+    rendered = write_file_state(loaders, highstate, "redis-auth", tmp_path / "rendered.conf")
     auth_lines = [line for line in rendered.splitlines()
                   if line.startswith(("requirepass ", "masterauth "))]
     assert len(auth_lines) == 2

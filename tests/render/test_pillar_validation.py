@@ -84,6 +84,15 @@ CASES = {
     "invalid Fernet key": (
         lambda c, s, o: s["airflow"].update(fernet_key="not-a-fernet-key"),
         "airflow:fernet_key is not a Fernet key"),
+    "a bad key in a Fernet key list": (
+        lambda c, s, o: s["airflow"].update(fernet_key=[s["airflow"]["fernet_key"], "not-a-key"]),
+        "airflow:fernet_key:1 is not a Fernet key"),
+    "an empty Fernet key list": (
+        lambda c, s, o: s["airflow"].update(fernet_key=[]),
+        "airflow:fernet_key is an empty list: give one key, or while rotating a list"),
+    "the same Fernet key twice": (
+        lambda c, s, o: s["airflow"].update(fernet_key=[s["airflow"]["fernet_key"]] * 2),
+        "airflow:fernet_key lists the same key twice"),
     "Airflow version without constraints": (
         lambda c, s, o: o["airflow"].update(version="2.9.3"),
         "airflow:version 2.9.3 has no constraints file salt/airflow/files/constraints-2.9.3-py3.11.txt"),
@@ -122,3 +131,12 @@ def test_secret_values_are_never_in_the_message(render, tmp_path):
     text = " ".join(render("lab", "airflow-server1", "Debian", break_pillar(tmp_path, bad_and_secret)))
     assert "airflow:fernet_key is not a Fernet key" in text
     assert "s3cret-but-not-fernet" not in text.split("Jinja error:")[-1].split("; line")[0]
+
+
+def test_a_fernet_key_list_is_valid_while_rotating(render, tmp_path):
+    new_key = "A" * 43 + "="
+
+    def rotating(cluster, secrets, settings):
+        secrets["airflow"]["fernet_key"] = [new_key, secrets["airflow"]["fernet_key"]]
+
+    assert isinstance(render("lab", "airflow-server1", "Debian", break_pillar(tmp_path, rotating)), dict)

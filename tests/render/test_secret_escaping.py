@@ -165,13 +165,15 @@ def test_sls_arguments_carry_the_passwords_unchanged(odd_node):
         assert value not in state_args(highstate, "airflow-users", "cmd")["name"]
 
 
-def test_redis_conf_gives_the_password_to_redis_and_to_the_module(odd_node, tmp_path):
+def test_redis_auth_file_gives_the_password_to_redis_and_to_the_module(odd_node, tmp_path):
     loaders, highstate = odd_node("airflow-server1")
-    text = write_file_state(loaders, highstate, "redis-settings", tmp_path / "redis.conf")
+    text = write_file_state(loaders, highstate, "redis-auth", tmp_path / "auth.conf")
     password = SECRETS["redis:password"]
-    assert redis_facts.requirepass_from_config(text, "redis.conf") == password
-    directives = [args for _, args in redis_facts.config_directives(text, "redis.conf")]
+    assert redis_facts.requirepass_from_config(text, "auth.conf") == password
+    directives = [args for _, args in redis_facts.config_directives(text, "auth.conf")]
     assert ["masterauth", password] in directives
+    settings = write_file_state(loaders, highstate, "redis-settings", tmp_path / "redis.conf")
+    assert password not in settings
 
 
 def test_haproxy_cfg_quotes_the_stats_password(odd_node, tmp_path):

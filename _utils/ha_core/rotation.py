@@ -1,0 +1,67 @@
+"""
+The plan of ``orch/rotate.sls``: in what order the nodes take new secrets.
+
+A new password must be accepted before anything uses it. PostgreSQL holds
+one password per role, so the primary takes the new one first (existing
+sessions, the standby's stream among them, stay connected); Redis accepts
+the new password besides the old one on every node before any client has
+it. Only then does every node's highstate hand the new secrets to the
+clients (Airflow, the start guards, HAProxy), and the old Redis password is
+retired last.
+"""
+
+
+def fernet_key_count(pillar):
+    """How many Fernet keys the pillar lists (``airflow:fernet_key``: one
+    key, or while rotating a list, the new key first)."""
+    keys = (pillar.get("airflow") or {}).get("fernet_key")
+    if isinstance(keys, (list, tuple)):
+        return len(keys)
+    return 1 if keys else 0
+
+
+def plan(cluster, answering, pg_states, refusal=None):
+    """
+    Return the rotation's plan: ``primary``, the database nodes in the
+    order they take the new passwords (``order``: the primary, then the
+    others), ``down`` (nodes that did not answer: they take the new secrets
+    from their highstate when their minion returns), ``fernet_keys`` (more
+    than one: re-encrypt with the first), and ``refused`` (why it must not
+    run, or None).
+    """
+    primary = cluster.primary
+    result = {"primary": primary, "order": [], "down": sorted(set(cluster.nodes) - answering),
+              "fernet_keys": fernet_key_count(cluster.pillar), "refused": refusal}
+    if refusal:
+        return result
+    if cluster.database_nodes() and (pg_states.get(primary) or {}).get("role") != "primary":
+        role = (pg_states.get(primary) or {}).get("role", "not answering")
+        result["refused"] = (
+            f"the recorded primary {primary} is {role}: a new password must reach the "
+            "primary first. Fail over (salt-run state.orchestrate orch.failover) or bring "
+            f"{primary} back, check salt-run airflow_ha.status, then rotate")
+        return result
+    result["order"] = [primary] + sorted(
+        node for node in set(cluster.database_nodes()) & answering if node != primary)
+    return result
+
+
+def plan_lines(result):
+    """The lines the rotation's pre-flight prints about its plan."""
+    lines = []
+    if result["down"]:
+        lines.append(f"    not answering (they take the new secrets when their minion "
+                     f"returns): {', '.join(result['down'])}")
+    if result["refused"]:
+        lines.append(f"    REFUSED: {result['refused']}")
+        return lines
+    if result["order"]:
+        lines.append(f"    plan: PostgreSQL and Redis take the new passwords on "
+                     f"{', then '.join(result['order'])}; then every node's highstate")
+    else:
+        lines.append("    plan: every node's highstate")
+    if result["fernet_keys"] > 1:
+        lines.append(f"    {result['fernet_keys']} Fernet keys: connections and variables are "
+                     "re-encrypted with the first")
+    lines.append("    then the old Redis passwords are retired")
+    return lines
