@@ -77,10 +77,12 @@ def authenticates(server, password):
         return False
 
 
-def replica_connection(master):
+def replica_connection(master, password=None):
     """The id of the replica's connection on the master: the same id means
     the link was never re-established."""
-    replicas = master.server.client().client_list(_type="replica")
+    client = redis.Redis(port=master.server.port, password=password or master.server.password,
+                         decode_responses=True)
+    replicas = client.client_list(_type="replica")
     assert len(replicas) == 1
     return replicas[0]["id"]
 
@@ -143,12 +145,12 @@ def test_retiring_refuses_the_old_password_and_the_replica_reconnects_with_the_n
     def new_client(node):
         return redis.Redis(port=node.server.port, password=NEW_PASSWORD, decode_responses=True)
 
-    link = replica_connection(master)
+    link = replica_connection(master, NEW_PASSWORD)
     new_client(master).client_kill_filter(_type="replica")
     new_client(master).set("reconnected", "3")  # reaches the replica only over a new link
     wait_until(lambda: new_client(replica).get("reconnected") == "3", 10,
                "the write, replicated over a new link")
-    assert replica_connection(master) != link
+    assert replica_connection(master, NEW_PASSWORD) != link
 
 
 def test_a_server_that_refuses_every_password_is_an_error_naming_the_fix(pair):
