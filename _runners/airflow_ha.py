@@ -355,14 +355,21 @@ def stop_schedulers(down=None):
         salt-run airflow_ha.stop_schedulers
     """
     def action():
-        nodes = sorted(_answering(_cluster().with_role("airflow-scheduler"), down))
-        for node in nodes:
-            _call(node, "service.stop", "airflow-scheduler")
-            if _call(node, "service.status", "airflow-scheduler"):
-                raise errors.OperationFailed(f"airflow-scheduler still runs on {node}")
-        return {"stopped on": ", ".join(nodes) or "no answering node"}
+        return _stop_units("airflow-scheduler", down)
 
     return _step("stop_schedulers", action)
+
+
+def _stop_units(role, down, wait=120):
+    """Stop the unit of ``role`` (named after it) on every answering node
+    with that role but those in ``down``, each within ``wait`` seconds, and
+    check that it is stopped."""
+    nodes = sorted(_answering(_cluster().with_role(role), down))
+    for node in nodes:
+        _call(node, "service.stop", role, timeout=wait)
+        if _call(node, "service.status", role):
+            raise errors.OperationFailed(f"{role} still runs on {node}")
+    return {"stopped on": ", ".join(nodes) or "no answering node"}
 
 
 def pg_shut_down_primary(node, reason):
@@ -808,13 +815,47 @@ def rotation_plan():
         answering = _answering(cluster.nodes)
         refusal = failover.pillar_refusal(_nodes().render_validation(sorted(answering)))
         pg_states = {} if refusal else _nodes().data_tier_states(cluster, answering)[0]
-        result = rotation.plan(cluster, answering, pg_states, refusal)
+        result = rotation.plan(cluster, answering, pg_states, refusal,
+                               _airflow_password_changes(cluster, answering))
     except errors.HaError as error:
         result = {"primary": cluster.primary, "order": [], "down": [], "fernet_keys": 0,
+                  "drain": False,
                   "refused": f"the pre-flight could not inspect the cluster: {error}"}
     for line in rotation.plan_lines(result):
         _say(line)
     return result
+
+
+def drain_workers(down=None):
+    """
+    Stop the Celery workers on every answering node but those in ``down``:
+    each stops taking tasks and finishes those it runs (a warm shutdown,
+    within the unit's stop timeout). Queued tasks wait; the workers'
+    highstate starts them again.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.drain_workers
+    """
+    def action():
+        return _stop_units("airflow-worker", down, _LONG_SECONDS)
+
+    return _step("drain_workers", action)
+
+
+def _airflow_password_changes(cluster, answering):
+    """Whether the Airflow database role's password on the primary differs
+    from the pillar's (its state, in test mode, would change it)."""
+    if cluster.primary not in answering or cluster.primary not in cluster.database_nodes():
+        return False
+    reply = _nodes().apply([cluster.primary], "postgresql.primary", 120, test=True)
+    results = reply.get(cluster.primary)
+    if not isinstance(results, dict):
+        raise errors.OperationFailed(f"postgresql.primary (test) on {cluster.primary}: {results}")
+    return any("postgresql-airflow-owner" in key and result.get("result") is None
+               for key, result in results.items())
 
 
 def secrets_accepted(node):

@@ -111,12 +111,13 @@ class Nodes:
                 self.statuses(sorted(answering & set(cluster.redis_nodes())),
                               "redis_replication.status"))
 
-    def apply(self, nodes, sls, timeout):
+    def apply(self, nodes, sls, timeout, test=False):
         """Run the state ``sls`` on the nodes (their highstate when ``sls``
-        is None), after any state run already under way there (a returning
-        node's, started by the reactor); ``{node: state results}``."""
+        is None; with ``test``, only what it would change), after any state
+        run already under way there (a returning node's, started by the
+        reactor); ``{node: state results}``."""
         return self.client.cmd(list(nodes), "state.apply", [sls] if sls else [], tgt_type="list",
-                               kwarg={"queue": True}, timeout=timeout)
+                               kwarg={"queue": True, "test": test}, timeout=timeout)
 
     def render_validation(self, nodes):
         """

@@ -5,7 +5,10 @@
       salt-run state.orchestrate orch.rotate test=True   # the plan only
 
     One highstate on every node at once cannot order a rotation: a new
-    password must be accepted before anything uses it. So PostgreSQL and
+    password must be accepted before anything uses it. When Airflow's
+    database password changes, the Celery workers finish their running
+    tasks and stop first (a task cannot outlive the password it started
+    with; queued tasks wait). Then PostgreSQL and
     Redis on the primary take the new passwords first (PostgreSQL replaces
     a role's password, and sessions already open, the standby's stream
     among them, stay; Redis accepts the new password besides the old one),
@@ -24,6 +27,9 @@
 {%- if plan.refused %}
 {{ refuse(plan.refused) }}
 {%- else %}
+{%-   if plan.drain %}
+{{ step(run, 'stop the Celery workers, once their running tasks finish', 'drain_workers', down=plan.down) }}
+{%-   endif %}
 {%-   for node in plan.order %}
 {{ step(run, 'PostgreSQL and Redis on ' ~ node ~ ' take the new passwords', 'secrets_accepted', node=node) }}
 {%-   endfor %}

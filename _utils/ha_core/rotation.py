@@ -20,18 +20,26 @@ def fernet_key_count(pillar):
     return 1 if keys else 0
 
 
-def plan(cluster, answering, pg_states, refusal=None):
+def plan(cluster, answering, pg_states, refusal=None, airflow_password_changes=False):
     """
     Return the rotation's plan: ``primary``, the database nodes in the
     order they take the new passwords (``order``: the primary, then the
     others), ``down`` (nodes that did not answer: they take the new secrets
     from their highstate when their minion returns), ``fernet_keys`` (more
-    than one: re-encrypt with the first), and ``refused`` (why it must not
-    run, or None).
+    than one: re-encrypt with the first), ``drain`` (whether the Celery
+    workers finish their running tasks and stop first), and ``refused``
+    (why it must not run, or None).
+
+    Airflow's database password is the one a running task cannot outlive:
+    a task opens new database connections as it goes, with the password
+    its process started with, and the role takes one password only. So when
+    it changes (``airflow_password_changes``), the workers are drained
+    before the primary takes it: running tasks finish, queued ones wait.
     """
     primary = cluster.primary
     result = {"primary": primary, "order": [], "down": sorted(set(cluster.nodes) - answering),
-              "fernet_keys": fernet_key_count(cluster.pillar), "refused": refusal}
+              "fernet_keys": fernet_key_count(cluster.pillar), "refused": refusal,
+              "drain": bool(airflow_password_changes and cluster.with_role("airflow-worker"))}
     if refusal:
         return result
     if cluster.database_nodes() and (pg_states.get(primary) or {}).get("role") != "primary":
@@ -55,6 +63,9 @@ def plan_lines(result):
     if result["refused"]:
         lines.append(f"    REFUSED: {result['refused']}")
         return lines
+    if result["drain"]:
+        lines.append("    Airflow's database password changes: the Celery workers finish their "
+                     "running tasks and stop first (queued tasks wait)")
     if result["order"]:
         lines.append(f"    plan: PostgreSQL and Redis take the new passwords on "
                      f"{', then '.join(result['order'])}; then every node's highstate")

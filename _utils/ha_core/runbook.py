@@ -74,6 +74,11 @@ STEPS = {
         "unfence {node}: let the rightful writer take writes",
         "read the reason above and salt-run airflow_ha.status; each node's copy of the "
         "topology record is in /var/lib/airflow-ha/topology.json"),
+    "drain_workers": (
+        "stop the Celery workers, once their running tasks finish",
+        "nothing has changed yet but the workers that stopped; queued tasks wait. Start "
+        "them again with salt -G 'roles:airflow-worker' service.start airflow-worker, or fix "
+        "the cause shown above and run the same runbook again"),
     "secrets_accepted": (
         "PostgreSQL and Redis on {node} take the new passwords",
         "Redis still accepts the old password too; PostgreSQL on {node} may hold the new one "

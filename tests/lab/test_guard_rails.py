@@ -29,6 +29,9 @@ def secret_values():
             for key, value in data.items():
                 if key not in ("roles", "username", "stats_user", "certificate"):
                     yield from leaves(value)
+        elif isinstance(data, list):  # a Fernet key list, while rotating
+            for value in data:
+                yield from leaves(value)
         elif isinstance(data, str):
             yield max(data.splitlines(), key=len)
 

@@ -23,6 +23,12 @@ from tests.lab.test_airflow_tier import wait_until
 SERVER1, SERVER2 = "airflow-server1", "airflow-server2"
 WORKER = "airflow-worker1"
 SECRETS = yaml.safe_load(LAB_SECRETS.read_text())
+
+
+def reload_secrets():
+    """SECRETS as pillar/lab/secrets.sls says now (a rotation test edits it)."""
+    SECRETS.clear()
+    SECRETS.update(yaml.safe_load(LAB_SECRETS.read_text()))
 WRITER = Path(__file__).with_name("failover_writer.py")
 # A crashed or powered-off server's last acknowledged writes may be lost:
 # replication is asynchronous, and Redis syncs its append-only file each second.

@@ -82,3 +82,12 @@ def test_every_password_but_the_current_one_is_retired():
     assert passwords_to_retire([digest("old"), digest("new")], "new") == 1
     assert passwords_to_retire([digest("new")], "new") == 0
     assert passwords_to_retire([digest("a"), digest("b")], "new") == 2
+
+
+def test_the_workers_are_drained_only_when_airflows_database_password_changes():
+    states = healthy_cluster()[0]
+    unchanged = rotation.plan(cluster(), {S1, S2, W1, LB}, states)
+    changed = rotation.plan(cluster(), {S1, S2, W1, LB}, states, airflow_password_changes=True)
+    assert unchanged["drain"] is False and changed["drain"] is True
+    assert any("finish their running tasks and stop first" in line
+               for line in rotation.plan_lines(changed))
