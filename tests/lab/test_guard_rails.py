@@ -111,7 +111,8 @@ def test_secret_bearing_files_belong_to_their_service_account(lab):
     expected = {
         "airflow-server1": {"/opt/airflow/airflow.cfg": "600 airflow",
                             "/var/lib/postgresql/.pgpass": "600 postgres",
-                            "/etc/redis/redis.conf": "640 redis"},
+                            "/etc/redis/airflow-ha-auth.conf": "640 redis",
+                            "/etc/default/airflow-flower": "600 root"},
         "airflow-worker1": {"/opt/airflow/airflow.cfg": "600 airflow"},
         "airflow-lb1": {"/etc/haproxy/haproxy.cfg": "640 root",
                         "/etc/haproxy/tls/airflow.pem.key": "640 root"},
