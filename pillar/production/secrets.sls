@@ -1,6 +1,8 @@
 # Secrets of the environment. Keep them out of git: render this file from an
 # encrypted source (for example Salt's gpg renderer: `#!yaml|gpg` with
-# ciphertext values) or an external pillar. Every value below must be set.
+# ciphertext values) or an external pillar. Every value below must be set;
+# any printable character may be used. After changing one, run
+# `salt-run state.orchestrate orch.rotate` (README, "Rotating secrets").
 postgresql:
   # Password of the replication role (streaming replication, pg_rewind).
   replication_password: CHANGE-ME
@@ -12,6 +14,8 @@ redis:
 airflow:
   # Fernet key (encrypts connections and variables): identical on every node.
   # Make one with: python3 -c "import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())"
+  # To rotate it: [NEW, OLD] and orch.rotate, later NEW alone and orch.rotate
+  # again (README, "Rotating secrets").
   fernet_key: CHANGE-ME
   # Signs webserver sessions and worker log URLs: identical on every node.
   webserver_secret_key: CHANGE-ME
