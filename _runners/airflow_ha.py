@@ -363,12 +363,20 @@ def stop_schedulers(down=None):
 def _stop_units(role, down, wait=120):
     """Stop the unit of ``role`` (named after it) on every answering node
     with that role but those in ``down``, each within ``wait`` seconds, and
-    check that it is stopped."""
+    check that it stays stopped. A restart requested without waiting (the
+    reactor's, for a node that has just returned) can cancel the stop, or
+    come after it: stop again until it is stopped."""
     nodes = sorted(_answering(_cluster().with_role(role), down))
     for node in nodes:
-        _call(node, "service.stop", role, timeout=wait)
-        if _call(node, "service.status", role):
-            raise errors.OperationFailed(f"{role} still runs on {node}")
+        def stopped(node=node):
+            try:
+                _call(node, "service.stop", role, timeout=wait)
+            except errors.OperationFailed as error:
+                _say(f"    {error}: stopping it again")
+                return False
+            return not _call(node, "service.status", role)
+
+        probes.wait_until(stopped, wait, f"{role} stopped on {node}")
     return {"stopped on": ", ".join(nodes) or "no answering node"}
 
 
