@@ -14,6 +14,7 @@ import shutil
 from urllib.parse import unquote, urlparse
 
 import yaml
+from saltfactories.utils.functional import Loaders
 
 from tests.conftest import REPO
 
@@ -49,6 +50,28 @@ def odd_pillar(root, environment="odd"):
     (root / environment).mkdir()
     (root / environment / "init.sls").write_text(yaml.safe_dump(data))
     return root
+
+
+def odd_node_rendered(salt_factories, name, node, pillar, environment, record):
+    """(Loaders, highstate) of the lab node `node` rendered by a local
+    minion `name` from the pillar tree `pillar` (its environment
+    `environment`, no topology record at `record`)."""
+    factory = salt_factories.salt_minion_daemon(
+        name,
+        overrides={
+            "id": node,
+            "file_client": "local",
+            "file_roots": {"base": [str(REPO / "salt")]},
+            "pillar_roots": {"base": [str(pillar)]},
+            "airflow_environment": environment,
+            "airflow_topology_record": str(record),
+            "grains": {"os_family": "Debian"},
+        },
+    )
+    loaders = Loaders(factory.config.copy())
+    highstate = loaders.modules.state.show_highstate()
+    assert isinstance(highstate, dict), f"{node} did not render: {highstate}"
+    return loaders, highstate
 
 
 def state_args(states, state_id, function):

@@ -13,9 +13,7 @@ import urllib.request
 import pytest
 import redis
 import yaml
-from saltfactories.utils.functional import Loaders
 
-from tests.conftest import REPO
 from tests.functional.pg_cluster import (  # noqa: F401 (fixtures)
     BIN,
     as_postgres,
@@ -28,6 +26,7 @@ from tests.functional.test_haproxy_config import HAPROXY, OPENER, haproxy_check,
 from tests.secret_cases import (
     SECRETS,
     kombu_url_password,
+    odd_node_rendered,
     odd_pillar,
     read_airflow_cfg,
     sqlalchemy_url_password,
@@ -50,22 +49,8 @@ def odd_node(salt_factories, tmp_path_factory):
             (pillar / environment).mkdir(exist_ok=True)
             (pillar / environment / "init.sls").write_text(
                 yaml.safe_dump({"include": ["odd"], "haproxy": haproxy}))
-        factory = salt_factories.salt_minion_daemon(
-            f"{node}-{environment}-functional",
-            overrides={
-                "id": node,
-                "file_client": "local",
-                "file_roots": {"base": [str(REPO / "salt")]},
-                "pillar_roots": {"base": [str(pillar)]},
-                "airflow_environment": environment,
-                "airflow_topology_record": str(root / "no-record.json"),
-                "grains": {"os_family": "Debian"},
-            },
-        )
-        loaders = Loaders(factory.config.copy())
-        highstate = loaders.modules.state.show_highstate()
-        assert isinstance(highstate, dict), f"{node} did not render: {highstate}"
-        return loaders, highstate
+        return odd_node_rendered(salt_factories, f"{node}-{environment}-functional", node,
+                                 pillar, environment, root / "no-record.json")
 
     return _node
 

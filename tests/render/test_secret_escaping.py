@@ -10,14 +10,13 @@ import json
 import psycopg2.extensions
 import pytest
 import redis.connection
-from saltfactories.utils.functional import Loaders
 
 from ha_core import pg_facts, redis_facts
-from tests.conftest import REPO
 from tests.secret_cases import (
     ODD,
     SECRETS,
     kombu_url_password,
+    odd_node_rendered,
     odd_pillar,
     read_airflow_cfg,
     read_environment_file,
@@ -35,22 +34,9 @@ def odd_node(salt_factories, tmp_path_factory):
 
     def _node(node):
         if node not in nodes:
-            factory = salt_factories.salt_minion_daemon(
-                f"{node}-odd-secrets",
-                overrides={
-                    "id": node,
-                    "file_client": "local",
-                    "file_roots": {"base": [str(REPO / "salt")]},
-                    "pillar_roots": {"base": [str(pillar)]},
-                    "airflow_environment": "odd",
-                    "airflow_topology_record": str(tmp_path_factory.getbasetemp() / "no-record.json"),
-                    "grains": {"os_family": "Debian"},
-                },
-            )
-            loaders = Loaders(factory.config.copy())
-            highstate = loaders.modules.state.show_highstate()
-            assert isinstance(highstate, dict), f"{node} did not render: {highstate}"
-            nodes[node] = loaders, highstate
+            nodes[node] = odd_node_rendered(
+                salt_factories, f"{node}-odd-secrets", node, pillar, "odd",
+                tmp_path_factory.getbasetemp() / "no-record.json")
         return nodes[node]
 
     return _node
