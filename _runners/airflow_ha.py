@@ -35,8 +35,8 @@ import time
 
 import ha_nodes
 from ha_core import errors, failover, probes, report, rotation, runbook
-from ha_core.cluster import (Cluster, new_record, read_record, record_path, record_text,
-                             write_record)
+from ha_core.cluster import (Cluster, airflow_units, new_record, read_record, record_path,
+                             record_text, write_record)
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,18 @@ def _health_url(cluster):
     balancers = cluster.with_role("haproxy")
     if not balancers:
         return None
-    return cluster.health_url(_settings(cluster, "haproxy", balancers[0]))
+    return cluster.health_url(_settings(cluster, "haproxy", balancers[0]),
+                              _settings(cluster, "airflow", balancers[0]))
+
+
+def _units(cluster, node, role):
+    """The units of ``role`` that run on ``node``, and those of its single
+    components (Airflow 3's DAG processor) that run elsewhere: where the
+    recorded primary is."""
+    settings = _settings(cluster, "airflow", node)
+    every = airflow_units(settings, role, on_primary=True)
+    here = airflow_units(settings, role, on_primary=node == cluster.primary)
+    return here, [unit for unit in every if unit not in here]
 
 
 def _webserver_health_url(cluster, node):
@@ -361,23 +372,28 @@ def stop_schedulers(down=None):
 
 
 def _stop_units(role, down, wait=120):
-    """Stop the unit of ``role`` (named after it) on every answering node
-    with that role but those in ``down``, each within ``wait`` seconds, and
-    check that it stays stopped. A restart requested without waiting (the
-    reactor's, for a node that has just returned) can cancel the stop, or
-    come after it: stop again until it is stopped."""
-    nodes = sorted(_answering(_cluster().with_role(role), down))
+    """Stop the units of ``role`` (Airflow 3's DAG processor with the
+    schedulers) on every answering node with that role but those in
+    ``down``, each within ``wait`` seconds, and check that they stay
+    stopped. A restart requested without waiting (the reactor's, for a node
+    that has just returned) can cancel the stop, or come after it: stop
+    again until it is stopped."""
+    cluster = _cluster()
+    nodes = sorted(_answering(cluster.with_role(role), down))
+    stopped_units = []
     for node in nodes:
-        def stopped(node=node):
-            try:
-                _call(node, "service.stop", role, timeout=wait)
-            except errors.OperationFailed as error:
-                _say(f"    {error}: stopping it again")
-                return False
-            return not _call(node, "service.status", role)
+        for unit in sum(_units(cluster, node, role), []):
+            def stopped(node=node, unit=unit):
+                try:
+                    _call(node, "service.stop", unit, timeout=wait)
+                except errors.OperationFailed as error:
+                    _say(f"    {error}: stopping it again")
+                    return False
+                return not _call(node, "service.status", unit)
 
-        probes.wait_until(stopped, wait, f"{role} stopped on {node}")
-    return {"stopped on": ", ".join(nodes) or "no answering node"}
+            probes.wait_until(stopped, wait, f"{unit} stopped on {node}")
+            stopped_units.append(f"{unit}@{node}")
+    return {"stopped": ", ".join(stopped_units) or "no answering node"}
 
 
 def pg_shut_down_primary(node, reason):
@@ -546,15 +562,17 @@ def airflow_follow(wait=300, down=None):
         restarted, requested, current = [], [], []
         for role, no_block in runbook.RESTART_ORDER:
             for node in sorted(set(cluster.with_role(role)) & set(nodes)):
-                if not _restart_unless_current(cluster, node, role, no_block):
-                    current.append(f"{role}@{node}")
-                    continue
-                (requested if no_block else restarted).append(f"{role}@{node}")
+                for unit in _place_units(cluster, node, role):
+                    if not _restart_unless_current(cluster, node, unit, no_block):
+                        current.append(f"{unit}@{node}")
+                        continue
+                    (requested if no_block else restarted).append(f"{unit}@{node}")
         for node in sorted(set(cluster.with_role("airflow-webserver")) & set(nodes)):
-            _call(node, "service.restart", "airflow-webserver")
+            for unit in _place_units(cluster, node, "airflow-webserver"):
+                _call(node, "service.restart", unit)
+                restarted.append(f"{unit}@{node}")
             probes.wait_healthy(_webserver_health_url(cluster, node), wait,
                                 f"a healthy webserver on {node}")
-            restarted.append(f"airflow-webserver@{node}")
         url = _health_url(cluster)
         if url:
             probes.wait_healthy(url, wait, "Airflow healthy through the load balancer")
@@ -570,6 +588,21 @@ def airflow_follow(wait=300, down=None):
         return verified
 
     return _step("airflow_follow", action)
+
+
+def _place_units(cluster, node, role):
+    """Stop and disable on ``node`` the single units of ``role`` that run
+    where the primaries are, when they are not here; enable them when they
+    are (as the highstate would). Returns the units of ``role`` that run
+    here."""
+    here, elsewhere = _units(cluster, node, role)
+    for unit in elsewhere:
+        _call(node, "service.stop", unit)
+        _call(node, "service.disable", unit)
+    for unit in here:
+        if not _call(node, "service.enabled", unit):
+            _call(node, "service.enable", unit)
+    return here
 
 
 def pg_rejoin(node, primary, discard=None):
@@ -696,8 +729,8 @@ def returning_node(node):
          f"(the master's: {master_generation}): applying {', '.join(sls)}")
     runbook.state_applied(", ".join(sls), [node], {node: _call(
         node, "state.sls", ",".join(sls), queue=True, timeout=_LONG_SECONDS)})
-    units = [role for role in (*dict(runbook.RESTART_ORDER), "airflow-webserver")
-             if node in cluster.with_role(role)]
+    units = [unit for role in (*dict(runbook.RESTART_ORDER), "airflow-webserver")
+             if node in cluster.with_role(role) for unit in _place_units(cluster, node, role)]
     restarted = [unit for unit in units
                  if _restart_unless_current(cluster, node, unit, no_block=True)]
     return {"node": node, "applied": ", ".join(sls), "generation": master_generation,

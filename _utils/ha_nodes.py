@@ -166,8 +166,10 @@ def settings(opts, pillar, component, os_family):
     """
     A component's settings as its states see them on a node of ``os_family``
     (salt/settings.jinja): defaults.yaml, the OS family's values from
-    osfamilymap.yaml, then the pillar.
+    osfamilymap.yaml, then the pillar; over its release line's values when
+    it has a versionmap.yaml (airflow).
     """
     os_family_values = _state_tree_yaml(opts, component, "osfamilymap").get(os_family) or {}
     defaults = _state_tree_yaml(opts, component, "defaults").get(component) or {}
-    return component_settings(component, defaults, os_family_values, pillar)
+    return component_settings(component, defaults, os_family_values, pillar,
+                              _state_tree_yaml(opts, component, "versionmap"))

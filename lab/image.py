@@ -37,7 +37,7 @@ MINION_REQUIREMENTS = REPO / "requirements" / "minion.txt"
 HOST_LOCK = REPO / "requirements" / "host.lock"
 # Airflow's version and extras (one place for the states and the lab), and
 # its constraints files (made by bin/make-airflow-constraints).
-AIRFLOW_DEFAULTS = REPO / "salt" / "airflow" / "defaults.yaml"
+AIRFLOW_VERSIONMAP = REPO / "salt" / "airflow" / "versionmap.yaml"
 AIRFLOW_FILES = REPO / "salt" / "airflow" / "files"
 # Where nodes see the wheelhouse (bind-mounted read-only).
 NODE_WHEELHOUSE = "/opt/wheelhouse"
@@ -80,22 +80,28 @@ def minion_wheels_stamp():
     return WHEELHOUSE / f".minion-{_digest(MINION_REQUIREMENTS.read_bytes(), HOST_LOCK.read_bytes())}"
 
 
-def airflow_requirement():
-    """Return the requirement line nodes install Airflow with, and its
-    constraints file, from salt/airflow/defaults.yaml."""
-    airflow = yaml.safe_load(AIRFLOW_DEFAULTS.read_text())["airflow"]
-    requirement = f"apache-airflow[{','.join(airflow['extras'])}]=={airflow['version']}"
-    return requirement, AIRFLOW_FILES / f"constraints-{airflow['version']}-py3.11.txt"
+def airflow_requirements():
+    """Return {version: (requirement line, constraints file)} for every Airflow
+    version the state tree has a constraints file of (the default, and the
+    others a pillar may choose: the upgrade test installs 2.10.5), with the
+    extras of its release line (salt/airflow/versionmap.yaml)."""
+    versionmap = yaml.safe_load(AIRFLOW_VERSIONMAP.read_text())
+    requirements = {}
+    for constraints in sorted(AIRFLOW_FILES.glob("constraints-*-py3.11.txt")):
+        version = constraints.name.removeprefix("constraints-").removesuffix("-py3.11.txt")
+        extras = versionmap[version.split(".")[0]]["extras"]
+        requirements[version] = (f"apache-airflow[{','.join(extras)}]=={version}", constraints)
+    return requirements
 
 
-def airflow_wheels_stamp():
-    requirement, constraints = airflow_requirement()
-    return WHEELHOUSE / f".airflow-{_digest(constraints.read_bytes(), requirement)}"
+def airflow_wheels_stamp(version, requirement, constraints):
+    return WHEELHOUSE / f".airflow-{version}-{_digest(constraints.read_bytes(), requirement)}"
 
 
 def ensure_wheelhouse():
     """Build the wheels of the node's salt-minion (pinned by host.lock) and of
-    Airflow (pinned by its constraints file), each only when its pins changed."""
+    each Airflow version (pinned by its constraints file), each only when its
+    pins changed."""
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
     stamp = minion_wheels_stamp()
     if stamp.exists():
@@ -111,29 +117,29 @@ def ensure_wheelhouse():
             "building minion wheels",
         )
         stamp.touch()
-    stamp = airflow_wheels_stamp()
-    if stamp.exists():
-        say(f"    Airflow wheels in {WHEELHOUSE} are up to date")
-        return
-    requirement, constraints = airflow_requirement()
-    say(f"    building the wheels of {requirement} (under a minute)")
-    # Only PyPI and the constraints decide the wheels: not the host's pip
-    # configuration (its PIP_* variables, extra indexes or find-links).
-    # --use-pep517: sdists without a pyproject.toml (python-nvd3) are built in
-    # an isolated environment, as .venv has no `wheel` for setup.py bdist_wheel.
-    run_logged(
-        [
-            str(VENV_BIN / "pip"), "wheel", "--progress-bar", "off", "--use-pep517",
-            "-c", str(constraints), requirement,
-            "-w", str(WHEELHOUSE),
-        ],
-        CACHE_DIR / "wheelhouse-airflow.log",
-        "building Airflow wheels",
-        env={**CLEAN_ENV, "PIP_CONFIG_FILE": os.devnull},
-    )
-    for old in WHEELHOUSE.glob(".airflow-*"):
-        old.unlink()
-    stamp.touch()
+    for version, (requirement, constraints) in airflow_requirements().items():
+        stamp = airflow_wheels_stamp(version, requirement, constraints)
+        if stamp.exists():
+            say(f"    Airflow {version} wheels in {WHEELHOUSE} are up to date")
+            continue
+        say(f"    building the wheels of {requirement} (a minute or two)")
+        # Only PyPI and the constraints decide the wheels: not the host's pip
+        # configuration (its PIP_* variables, extra indexes or find-links).
+        # --use-pep517: sdists without a pyproject.toml (python-nvd3) are built in
+        # an isolated environment, as .venv has no `wheel` for setup.py bdist_wheel.
+        run_logged(
+            [
+                str(VENV_BIN / "pip"), "wheel", "--progress-bar", "off", "--use-pep517",
+                "-c", str(constraints), requirement,
+                "-w", str(WHEELHOUSE),
+            ],
+            CACHE_DIR / f"wheelhouse-airflow-{version}.log",
+            f"building Airflow {version} wheels",
+            env={**CLEAN_ENV, "PIP_CONFIG_FILE": os.devnull},
+        )
+        for old in WHEELHOUSE.glob(f".airflow-{version}-*"):
+            old.unlink()
+        stamp.touch()
 
 
 def image_path():

@@ -103,13 +103,32 @@ def merge(base, override):
     return merged
 
 
-def component_settings(component, defaults, os_family_values, pillar):
+def component_settings(component, defaults, os_family_values, pillar, versionmap=None):
     """
     Return a component's settings as ``salt/settings.jinja`` makes them:
     its ``defaults.yaml``, then its OS family's values, then the pillar key
-    named after it.
+    named after it; over the values of its version's release line when it
+    has a ``versionmap.yaml`` (as ``salt/airflow/map.jinja`` does).
     """
-    return merge(merge(defaults, os_family_values), pillar.get(component))
+    settings = merge(merge(defaults, os_family_values), pillar.get(component))
+    if not versionmap:
+        return settings
+    line = str(settings["version"]).split(".")[0]
+    if line not in versionmap:
+        raise InvalidInput(f"{component}:version {settings['version']}: no release line {line} "
+                           f"in salt/{component}/versionmap.yaml",
+                           fix=f"use a version of a supported line: {', '.join(sorted(versionmap))}")
+    return dict(merge(versionmap[line], settings), release_line=int(line))
+
+
+def airflow_units(settings, role, on_primary):
+    """
+    The systemd units of an Airflow role (airflow settings: its release
+    line's ``components``) on a node: every component's, but a single one
+    (Airflow 3's DAG processor) only on the node holding the primaries.
+    """
+    return [f"airflow-{component['name']}" for component in settings["components"].get(role, [])
+            if on_primary or not component.get("single")]
 
 
 class Cluster:
@@ -160,14 +179,15 @@ class Cluster:
                           f"{', '.join(self.database_nodes())}")
         return others[0]
 
-    def health_url(self, haproxy_settings):
-        """Airflow's /health through the first load balancer, or None."""
+    def health_url(self, haproxy_settings, airflow_settings):
+        """Airflow's health endpoint through the first load balancer, or None."""
         balancers = self.with_role("haproxy")
         if not balancers:
             return None
         return (f"https://{self.address(balancers[0])}:"
-                f"{haproxy_settings['airflow_tls_port']}/health")
+                f"{haproxy_settings['airflow_tls_port']}{airflow_settings['health_path']}")
 
     def webserver_health_url(self, node, airflow_settings):
-        """Airflow's /health on one webserver."""
-        return f"http://{self.address(node)}:{airflow_settings['webserver']['port']}/health"
+        """Airflow's health endpoint on one webserver (or API server)."""
+        return (f"http://{self.address(node)}:{airflow_settings['webserver']['port']}"
+                f"{airflow_settings['health_path']}")

@@ -476,12 +476,17 @@ def topology_problems(recorded, pg_states, redis_states, down, recorded_address=
 
 def airflow_health_problems(body):
     """
-    Return what is unhealthy in the JSON body of Airflow's ``/health`` (which
-    answers HTTP 200 either way), as a list (empty: healthy).
+    Return what is unhealthy in the JSON body of Airflow's health endpoint
+    (which answers HTTP 200 either way), as a list (empty: healthy): the
+    database, the schedulers, and the DAG processor once it has run (Airflow
+    3's; Airflow 2's runs inside the scheduler and reports no status).
     """
     if "error" in body:
         return [f"no answer ({body['error']})"]
     statuses = {part: (body.get(part) or {}).get("status") for part in ("metadatabase", "scheduler")}
+    dag_processor = (body.get("dag_processor") or {}).get("status")
+    if dag_processor is not None:
+        statuses["dag_processor"] = dag_processor
     return [f"{part} is {status}" for part, status in statuses.items() if status != "healthy"]
 
 

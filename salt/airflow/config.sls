@@ -14,6 +14,10 @@ airflow-environment-file:
         # Managed by Salt (salt/airflow): read by every Airflow unit.
         AIRFLOW_HOME={{ airflow.home }}
         PATH={{ airflow.venv }}/bin:/usr/local/bin:/usr/bin:/bin
+{%- if airflow.release_line >= 3 and airflow.balancers %}
+        # The API server trusts X-Forwarded-* from the load balancers only.
+        FORWARDED_ALLOW_IPS={{ airflow.balancers | join(',') }}
+{%- endif %}
 
 airflow-config:
   file.managed:

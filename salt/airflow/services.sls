@@ -1,9 +1,10 @@
-{#- One systemd unit per component the node's roles ask for. No unit depends
-    on a service of another node: they restart until the database and the
-    broker answer. The first start waits (bounded) for the database to be
-    migrated, which another node may be doing. #}
+{#- One systemd unit per component the node's roles ask for (map.jinja's
+    units). No unit depends on a service of another node: they restart
+    until the database and the broker answer. The first start waits
+    (bounded) for the database to be migrated, which another node may be
+    doing. A single component (Airflow 3's DAG processor) runs where the
+    primaries are: stopped and disabled on the other nodes of its role. #}
 {%- from 'airflow/map.jinja' import airflow %}
-{%- set components = airflow.components | dictsort | selectattr('0', 'in', airflow.roles) | list %}
 include:
   - airflow.config
   - airflow.dags
@@ -11,7 +12,7 @@ include:
   - airflow.database
 {%- endif %}
 
-{%- if components %}
+{%- if airflow.units %}
 
 # Fails at once while the database does not answer yet: retried, bounded.
 airflow-database-ready:
@@ -31,7 +32,7 @@ airflow-database-ready:
 {%- endif %}
 {%- endif %}
 
-{%- for role, component in components %}
+{%- for component in airflow.units + airflow.units_elsewhere %}
 
 airflow-{{ component.name }}-unit:
   file.managed:
@@ -47,6 +48,7 @@ airflow-{{ component.name }}-unit:
     - service.systemctl_reload: []
     - onchanges:
       - file: airflow-{{ component.name }}-unit
+{%-   if component in airflow.units %}
 
 airflow-{{ component.name }}:
   service.running:
@@ -59,8 +61,18 @@ airflow-{{ component.name }}:
       - file: airflow-{{ component.name }}-unit
       - file: airflow-config
       - file: airflow-environment-file
-{%- if component.name == 'flower' %}
+{%-     if component.name == 'flower' %}
       - file: airflow-flower-environment-file
-{%- endif %}
+{%-     endif %}
       - cmd: airflow-package
+{%-   else %}
+
+# Installed, so that a failover starts it here; runs where the primaries are.
+airflow-{{ component.name }}:
+  service.dead:
+    - name: airflow-{{ component.name }}
+    - enable: false
+    - require:
+      - module: airflow-{{ component.name }}-unit
+{%-   endif %}
 {%- endfor %}

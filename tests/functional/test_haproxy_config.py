@@ -34,24 +34,27 @@ SETTLE_SECONDS = 15
 # Straight to 127.0.0.x, whatever proxy the environment names.
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-# /health of an Airflow 2.10 webserver, as it answers with everything up...
+# The health endpoint of an Airflow 3 API server, as it answers with
+# everything up...
+HEALTH_PATH = "/api/v2/monitor/health"
 HEALTHY = (
-    '{"metadatabase": {"status": "healthy"}, "scheduler": {"latest_scheduler_heartbeat": '
-    '"2025-01-07T10:15:02.123456+00:00", "status": "healthy"}, "triggerer": '
-    '{"latest_triggerer_heartbeat": "2025-01-07T10:15:01.654321+00:00", "status": "healthy"}, '
-    '"dag_processor": {"latest_dag_processor_heartbeat": null, "status": null}}'
+    '{"metadatabase":{"status":"healthy"},"scheduler":{"status":"healthy",'
+    '"latest_scheduler_heartbeat":"2026-11-30T23:40:02.123456+00:00"},"triggerer":'
+    '{"status":null,"latest_triggerer_heartbeat":null},"dag_processor":{"status":"healthy",'
+    '"latest_dag_processor_heartbeat":"2026-11-30T23:40:01.654321+00:00"}}'
 )
 # ...when it cannot reach the metadata database (still with HTTP 200)...
-DB_UNHEALTHY = HEALTHY.replace('"metadatabase": {"status": "healthy"}',
-                               '"metadatabase": {"status": "unhealthy"}')
-# ...and, compact, when the database is fine but no scheduler heartbeats:
-# the webserver still serves, so it must stay in.
+DB_UNHEALTHY = HEALTHY.replace('"metadatabase":{"status":"healthy"}',
+                               '"metadatabase":{"status":"unhealthy"}')
+# ...and, with spaces (as Airflow 2's /health writes it), when the database
+# is fine but no scheduler heartbeats: the webserver still serves, so it
+# must stay in.
 SCHEDULER_DOWN = json.dumps({
     "metadatabase": {"status": "healthy"},
     "scheduler": {"latest_scheduler_heartbeat": "2025-01-07T09:00:00+00:00", "status": "unhealthy"},
     "triggerer": {"latest_triggerer_heartbeat": None, "status": None},
     "dag_processor": {"latest_dag_processor_heartbeat": None, "status": None},
-}, separators=(",", ":"))
+})
 assert DB_UNHEALTHY != HEALTHY
 
 
@@ -160,7 +163,7 @@ def test_lab_backends_are_both_webservers_and_both_flowers(lab_config):
         ["airflow-server1", "10.11.12.10:5555"], ["airflow-server2", "10.11.12.20:5555"]]
     text = path.read_text()
     for line in ("bind *:80", "bind *:5555", "bind *:8404", "option redispatch", "retries 2",
-                 "option httpchk GET /health", "option httpchk GET /healthcheck",
+                 f"option httpchk GET {HEALTH_PATH}", "option httpchk GET /healthcheck",
                  "http-check expect status 200", "balance roundrobin", "stats uri /stats",
                  "stats refresh 5s", "http-request set-header X-Forwarded-Proto http",
                  "http-request set-header X-Forwarded-Proto https",
@@ -168,6 +171,11 @@ def test_lab_backends_are_both_webservers_and_both_flowers(lab_config):
         assert f"    {line}\n" in text, line
     assert "inter 2s fall 2 rise 2" in text
     assert re.search(r"^    bind \*:443 ssl crt \S+/airflow.pem$", text, re.M)
+    # Airflow 3's execution API: on the balancer's cluster address, from the
+    # Airflow nodes only.
+    assert "    bind 10.11.12.5:8080\n" in text
+    assert "    tcp-request connection reject unless { src 10.11.12.10 10.11.12.20 10.11.12.30 }\n" \
+        in text
 
 
 def test_check_cmd_refuses_a_config_haproxy_refuses_and_keeps_the_file(
@@ -188,12 +196,13 @@ def test_check_cmd_refuses_a_config_haproxy_refuses_and_keeps_the_file(
 # -- a real haproxy in front of fake webservers and Flowers ------------------
 
 class Backend(http.server.BaseHTTPRequestHandler):
-    """Answers /health with the server's body, /healthcheck with its Flower
-    status and anything else with its name and the request's headers."""
+    """Answers the health endpoint with the server's body, /healthcheck with
+    its Flower status and anything else with its name and the request's
+    headers."""
 
     def do_GET(self):  # noqa: N802 (http.server's name)
         spec = self.server.spec
-        if self.path == "/health":
+        if self.path == HEALTH_PATH:
             status, body = 200, spec["health"]
         elif self.path == "/healthcheck":
             status, body = spec["flower"], "OK"
@@ -254,7 +263,7 @@ def live(make_loaders, tmp_path_factory):
             backend_port = server.server_address[1]
             servers.append(server)
             threading.Thread(target=server.serve_forever, daemon=True).start()
-        airflow_port, tls_port, flower_port, stats_port = free_port(4)
+        airflow_port, tls_port, flower_port, stats_port, execution_port = free_port(5)
         nodes = {LAB_NODE: {"address": "127.0.0.1", "roles": ["haproxy"]}}
         for spec in BACKENDS:
             nodes[spec["name"]] = {"address": spec["address"],
@@ -267,6 +276,7 @@ def live(make_loaders, tmp_path_factory):
                         "tls_certificate_file": str(tls_files(tmp_path)),
                         "flower_frontend_port": flower_port, "stats_port": stats_port,
                         "webserver_port": backend_port, "flower_port": backend_port,
+                        "execution_api_port": execution_port,
                         "admin_socket": str(tmp_path / "admin.sock")},
         })
         loaders = make_loaders(id=LAB_NODE, airflow_environment="live",
@@ -280,6 +290,7 @@ def live(make_loaders, tmp_path_factory):
                                    stdout=log, stderr=subprocess.STDOUT)
         try:
             yield {"airflow": airflow_port, "tls": tls_port, "flower": flower_port,
+                   "execution": execution_port,
                    "stats": stats_port, "certificate": tmp_path / "airflow.pem",
                    "process": process, "log": tmp_path / "haproxy.log"}
         finally:
@@ -356,6 +367,28 @@ def test_requests_go_to_healthy_webservers_over_tls_with_forwarded_headers(live,
         assert answer["headers"]["x-forwarded-proto"] == "https"
         assert answer["headers"]["x-forwarded-for"] == "127.0.0.1"
     assert seen == {"web-healthy", "web-no-scheduler"}  # round robin, never web-db-down
+
+
+def execution_api_call(port, source):
+    """GET /execution/ through the execution API frontend from ``source``:
+    the answering server's name, or None when the connection is refused."""
+    reply = b""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5,
+                                      source_address=(source, 0)) as connection:
+            connection.sendall(b"GET /execution/health HTTP/1.0\r\nHost: x\r\n\r\n")
+            while chunk := connection.recv(65536):
+                reply += chunk
+    except ConnectionError:
+        return None
+    if not reply:
+        return None
+    return json.loads(reply.partition(b"\r\n\r\n")[2])["server"]
+
+
+def test_the_execution_api_answers_airflow_nodes_only(live, settled):
+    assert execution_api_call(live["execution"], "127.0.0.2") in {"web-healthy", "web-no-scheduler"}
+    assert execution_api_call(live["execution"], "127.0.0.9") is None
 
 
 def test_stats_page_needs_its_credentials(live, settled):

@@ -3,6 +3,7 @@
 OS family, as its minion would."""
 
 import json
+import zlib
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ def render(salt_factories):
     orch.failover writes it on the master), or None for no record."""
 
     def _render(environment, node, os_family, pillar_roots=None, topology=None):
-        name = f"{node}-{environment}-{os_family}".lower()
+        tree = f"-{zlib.crc32(str(pillar_roots).encode()):08x}" if pillar_roots else ""
+        name = f"{node}-{environment}-{os_family}{tree}".lower()
         record = Path(salt_factories.root_dir) / f"topology-{name}.json"
         factory = salt_factories.salt_minion_daemon(
             name,

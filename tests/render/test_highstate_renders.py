@@ -54,11 +54,22 @@ def filled_in(pillar_root, environment):
     return pillar_root
 
 
+def lab_on_airflow(pillar_root, version):
+    """A copy of the pillar tree whose lab runs Airflow ``version``."""
+    shutil.copytree(PILLAR, pillar_root)
+    (pillar_root / "lab" / "airflow_version.sls").write_text(f"airflow:\n  version: {version}\n")
+    init = pillar_root / "lab" / "init.sls"
+    init.write_text(init.read_text() + "  - lab.airflow_version\n")
+    return pillar_root
+
+
 @pytest.fixture(scope="module")
 def pillar_roots(tmp_path_factory):
-    """The pillar tree to render each environment with."""
+    """The pillar tree to render each environment with; lab-2 is the lab on
+    Airflow 2.10.5, the release an upgrade starts from."""
     production = filled_in(tmp_path_factory.mktemp("pillar") / "pillar", "production")
-    return {"lab": PILLAR, "production": production}
+    lab_2 = lab_on_airflow(tmp_path_factory.mktemp("pillar-2") / "pillar", "2.10.5")
+    return {"lab": PILLAR, "production": production, "lab-2": lab_2}
 
 
 def test_both_environments_exist():
@@ -154,18 +165,46 @@ def airflow_units(highstate):
                   if state_id.startswith("airflow-") and state_id.endswith("-unit"))
 
 
+def service_function(highstate, state_id):
+    """running or dead: the function of a service state."""
+    return next(item for item in highstate[state_id]["service"] if isinstance(item, str))
+
+
 def test_airflow_components_follow_the_roles(render):
     server1 = render("lab", "airflow-server1", "Debian")
     server2 = render("lab", "airflow-server2", "Debian")
     worker = render("lab", "airflow-worker1", "Debian")
     balancer = render("lab", "airflow-lb1", "Debian")
-    assert airflow_units(server1) == airflow_units(server2) == ["flower", "scheduler", "webserver"]
+    # Airflow 3: the API server, the schedulers, and one DAG processor, which
+    # runs where the primaries are and is installed, stopped, on the other.
+    assert airflow_units(server1) == airflow_units(server2) == [
+        "api-server", "dag-processor", "flower", "scheduler"]
+    assert service_function(server1, "airflow-dag-processor") == "running"
+    assert service_function(server2, "airflow-dag-processor") == "dead"
+    assert service_function(server2, "airflow-scheduler") == "running"
     assert airflow_units(worker) == ["worker"]
     # Exactly one node migrates the database and keeps the users.
     assert "airflow-db-migrate" in server1 and "airflow-users" in server1
     assert "airflow-db-migrate" not in server2 and "airflow-db-migrate" not in worker
     assert not [s for s in balancer if s.startswith("airflow-")]
     assert "haproxy-config" in balancer and "haproxy-config" not in server1
+
+
+def test_the_dag_processor_follows_the_topology_record(render):
+    record = {"primary": "airflow-server2", "previous": "airflow-server1", "generation": 1}
+    server1 = render("lab", "airflow-server1", "Debian", topology=record)
+    server2 = render("lab", "airflow-server2", "Debian", topology=record)
+    assert service_function(server1, "airflow-dag-processor") == "dead"
+    assert service_function(server2, "airflow-dag-processor") == "running"
+
+
+def test_airflow_2_runs_the_webserver_and_the_schedulers_dag_processor(render, pillar_roots):
+    server = render("lab", "airflow-server1", "Debian", pillar_roots["lab-2"])
+    worker = render("lab", "airflow-worker1", "Debian", pillar_roots["lab-2"])
+    assert airflow_units(server) == ["flower", "scheduler", "webserver"]
+    assert airflow_units(worker) == ["worker"]
+    assert "-c /opt/airflow/constraints-2.10.5.txt 'apache-airflow[celery,postgres,redis,statsd]==2.10.5'" \
+        in state_args(worker, "airflow-package", "cmd")["name"]
 
 
 def test_airflow_installs_offline_in_the_lab_and_from_the_index_elsewhere(render, pillar_roots):
@@ -175,7 +214,8 @@ def test_airflow_installs_offline_in_the_lab_and_from_the_index_elsewhere(render
     assert "--no-index --find-links /opt/wheelhouse" in lab
     assert "--no-index" not in production
     for command in (lab, production):
-        assert "-c /opt/airflow/constraints-2.10.5.txt 'apache-airflow[celery,postgres,redis,statsd]==2.10.5'" in command
+        assert ("-c /opt/airflow/constraints-3.3.2.txt "
+                "'apache-airflow[celery,postgres,redis,statsd,fab,standard]==3.3.2'") in command
 
 
 def test_airflow_secrets_stay_out_of_change_output(render):

@@ -76,13 +76,16 @@ def test_airflow_reads_the_database_and_broker_passwords_back(odd_node, node, tm
 def test_airflow_reads_the_keys_back(odd_node, tmp_path):
     config = read_airflow_cfg(airflow_cfg(odd_node, "airflow-server1", tmp_path))
     assert config[("core", "fernet_key")] == "7w5rJ9yqv3m0Zb3Sx1F2nQm4cA8dE6fG0hJ2kL4nP6s="
-    # The webserver key is a digest of the pillar's, the same on every node.
-    digest = hashlib.sha256(
-        ("airflow webserver secret key: " + SECRETS["airflow:webserver_secret_key"]).encode()
-    ).hexdigest()
-    assert config[("webserver", "secret_key")] == digest
+    # The API server's secret key and the JWT secret are digests of the
+    # pillar's webserver key, each its own, the same on every node.
+    def digest(purpose):
+        return hashlib.sha256(
+            (f"airflow {purpose}: " + SECRETS["airflow:webserver_secret_key"]).encode()).hexdigest()
+
     other = read_airflow_cfg(airflow_cfg(odd_node, "airflow-worker1", tmp_path))
-    assert other[("webserver", "secret_key")] == digest
+    for node_config in (config, other):
+        assert node_config[("api", "secret_key")] == digest("webserver secret key")
+        assert node_config[("api_auth", "jwt_secret")] == digest("jwt secret")
     # Flower's password is not in airflow.cfg, which every Airflow node has.
     assert ("celery", "flower_basic_auth") not in config
     text = (tmp_path / "airflow.cfg").read_text()
@@ -103,9 +106,9 @@ def test_only_flower_reads_the_flower_environment_file(odd_node, tmp_path):
     loaders, highstate = odd_node("airflow-server1")
     units = {name: write_file_state(loaders, highstate, f"airflow-{name}-unit",
                                     tmp_path / f"{name}.service")
-             for name in ("flower", "scheduler", "webserver")}
+             for name in ("flower", "scheduler", "api-server")}
     assert "EnvironmentFile=/etc/default/airflow-flower\n" in units["flower"]
-    assert "airflow-flower" not in units["scheduler"] + units["webserver"]
+    assert "airflow-flower" not in units["scheduler"] + units["api-server"]
     watched = state_args(highstate, "airflow-flower", "service")["watch"]
     assert {"file": "airflow-flower-environment-file"} in watched
     _, worker = odd_node("airflow-worker1")

@@ -9,6 +9,7 @@ import yaml
 from ha_core.cluster import (
     RECORD_OPTION,
     Cluster,
+    airflow_units,
     component_settings,
     merge,
     new_record,
@@ -21,6 +22,12 @@ from tests.conftest import REPO
 from tests.topology_cases import PRIMARY_CASES
 
 LAB = {**yaml.safe_load((REPO / "pillar" / "lab" / "cluster.sls").read_text())}
+AIRFLOW_VERSIONMAP = yaml.safe_load((REPO / "salt" / "airflow" / "versionmap.yaml").read_text())
+
+
+def airflow_settings(version, pillar=None):
+    return component_settings("airflow", {"version": "3.3.2", "webserver": {"port": 8080}}, {},
+                              {"airflow": dict(pillar or {}, version=version)}, AIRFLOW_VERSIONMAP)
 
 
 @pytest.mark.parametrize("name, record, expected", PRIMARY_CASES, ids=[c[0] for c in PRIMARY_CASES])
@@ -75,11 +82,41 @@ def test_settings_merge_defaults_then_os_family_then_pillar():
 
 
 def test_a_pillar_setting_part_of_a_mapping_keeps_the_rest_of_it():
-    cluster = Cluster(LAB)
     settings = component_settings("airflow", {"webserver": {"port": 8080, "workers": 2}}, {},
                                   {"airflow": {"webserver": {"workers": 4}}})
-    assert cluster.webserver_health_url("airflow-server1", settings) == (
-        "http://10.11.12.10:8080/health")
+    assert settings["webserver"] == {"port": 8080, "workers": 4}
+
+
+@pytest.mark.parametrize("version, health_url", [
+    ("2.10.5", "http://10.11.12.10:8080/health"),
+    ("3.3.2", "http://10.11.12.10:8080/api/v2/monitor/health"),
+])
+def test_the_release_line_of_the_version_chooses_the_health_endpoint(version, health_url):
+    settings = airflow_settings(version)
+    assert settings["release_line"] == int(version[0])
+    assert Cluster(LAB).webserver_health_url("airflow-server1", settings) == health_url
+
+
+def test_the_pillar_overrides_a_release_lines_value():
+    assert airflow_settings("3.3.2", {"health_path": "/custom"})["health_path"] == "/custom"
+
+
+def test_a_version_of_no_known_release_line_is_refused_with_the_supported_ones():
+    with pytest.raises(InvalidInput, match=r"airflow:version 4.0.0: no release line 4.*2, 3"):
+        airflow_settings("4.0.0")
+
+
+@pytest.mark.parametrize("version, role, on_primary, units", [
+    ("2.10.5", "airflow-webserver", True, ["airflow-webserver"]),
+    ("2.10.5", "airflow-scheduler", False, ["airflow-scheduler"]),
+    ("3.3.2", "airflow-webserver", False, ["airflow-api-server"]),
+    ("3.3.2", "airflow-scheduler", True, ["airflow-scheduler", "airflow-dag-processor"]),
+    ("3.3.2", "airflow-scheduler", False, ["airflow-scheduler"]),
+    ("3.3.2", "airflow-worker", False, ["airflow-worker"]),
+    ("3.3.2", "haproxy", True, []),
+])
+def test_the_dag_processor_runs_only_where_the_primaries_are(version, role, on_primary, units):
+    assert airflow_units(airflow_settings(version), role, on_primary) == units
 
 
 def test_merge_does_not_change_its_arguments():

@@ -492,6 +492,12 @@ def test_a_healthy_airflow_has_no_problems():
     assert airflow_health_problems(HEALTHY) == []
 
 
+def test_airflow_3s_dag_processor_is_a_problem_once_its_heartbeat_is_stale():
+    assert airflow_health_problems(health(dag_processor="healthy")) == []
+    assert airflow_health_problems(health(dag_processor="unhealthy")) == [
+        "dag_processor is unhealthy"]
+
+
 def test_an_unhealthy_scheduler_is_a_problem():
     assert airflow_health_problems(health(scheduler="unhealthy")) == ["scheduler is unhealthy"]
 
@@ -506,9 +512,8 @@ def test_both_unhealthy_are_both_reported_database_first():
         "metadatabase is unhealthy", "scheduler is unhealthy"]
 
 
-def test_parts_other_than_metadatabase_and_scheduler_are_not_checked():
-    assert airflow_health_problems(health(triggerer="unhealthy",
-                                          dag_processor="unhealthy")) == []
+def test_the_triggerer_is_not_checked():
+    assert airflow_health_problems(health(triggerer="unhealthy")) == []
 
 
 @pytest.mark.parametrize("body, expected", [

@@ -1,14 +1,19 @@
 """ha_smoke: one task on the Celery queue that returns the host name of the
 worker that ran it. The lab tests trigger it through the REST API behind
-HAProxy to prove the whole chain: webserver, scheduler, broker, worker,
-metadata database. With `{"sleep_seconds": N}` as the run's conf the task
-sleeps first, so that a run can span a failover."""
+HAProxy to prove the whole chain: API server (or webserver), scheduler,
+broker, worker, metadata database. With `{"sleep_seconds": N}` as the run's
+conf the task sleeps first, so that a run can span a failover. The same
+file runs on Airflow 2.10 and 3."""
 
 import socket
 import time
 
 import pendulum
-from airflow.decorators import dag, task
+
+try:
+    from airflow.sdk import dag, task
+except ImportError:  # Airflow 2
+    from airflow.decorators import dag, task
 
 
 @dag(

@@ -11,7 +11,7 @@ comment that never holds a password.
 import json
 import sys
 
-from airflow.www.app import cached_app
+from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
 from werkzeug.security import check_password_hash
 
 DEFAULT_ROLES = {"Admin", "Viewer", "User", "Op", "Public"}
@@ -55,9 +55,9 @@ def sync(security_manager, wanted):
 
 def main():
     wanted = json.load(sys.stdin)
-    app = cached_app()
-    with app.app_context():
-        changes = sync(app.appbuilder.sm, wanted)
+    # The FAB provider's own way in, as `airflow users` takes it (Airflow 2 and 3).
+    with get_application_builder() as appbuilder:
+        changes = sync(appbuilder.sm, wanted)
     comment = "; ".join(changes) or "roles and users as in the pillar"
     print(f'changed={"yes" if changes else "no"} comment="{comment}"')
 
