@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from lab.settings import lab_balancer_address
 from tests.conftest import REPO, assert_converged, bin_lab, salt_json
-from tests.lab.test_airflow_tier import healthy, wait_until
+from tests.lab.airflow_api import Api, health, healthy, wait_until
 from tests.lab.test_guard_rails import ProcessWatch, leaked, secret_values
 from tests.lab.writers import (SECRETS, SERVER1, SERVER2, WORKER,
                                ServersWatch, Writer, assert_nothing_lost, orchestrate, psql,
@@ -24,8 +23,6 @@ from tests.lab.writers import (SECRETS, SERVER1, SERVER2, WORKER,
 
 pytestmark = pytest.mark.lab
 
-UI = f"https://{lab_balancer_address()}"
-API = f"{UI}/api/v1"
 ADMIN = ("admin", SECRETS["airflow"]["admin"]["password"])
 
 
@@ -41,25 +38,19 @@ def topology():
 
 
 def trigger_sleeping_run(seconds):
-    created = requests.post(f"{API}/dags/ha_smoke/dagRuns", auth=ADMIN, timeout=10,
-                            json={"conf": {"sleep_seconds": seconds}})
-    assert created.status_code == 200, created.text
-    return created.json()["dag_run_id"]
+    return Api(ADMIN).trigger("ha_smoke", {"sleep_seconds": seconds})
 
 
 def task_state(run_id):
-    url = f"{API}/dags/ha_smoke/dagRuns/{run_id}/taskInstances/worker_hostname"
-    return requests.get(url, auth=ADMIN, timeout=10).json().get("state")
+    return Api(ADMIN).task_state("ha_smoke", run_id, "worker_hostname")
 
 
 def run_state(run_id):
-    state = requests.get(f"{API}/dags/ha_smoke/dagRuns/{run_id}", auth=ADMIN,
-                         timeout=10).json()["state"]
-    return state if state in ("success", "failed") else None
+    return Api(ADMIN).run_state("ha_smoke", run_id)
 
 
 class HealthWatch(threading.Thread):
-    """Polls Airflow's /health through HAProxy until stopped, keeping when it
+    """Polls Airflow's health through HAProxy until stopped, keeping when it
     was healthy and the scheduler heartbeat it reported."""
 
     def __init__(self):
@@ -69,7 +60,7 @@ class HealthWatch(threading.Thread):
     def run(self):
         while not self.stopped:
             try:
-                body = requests.get(f"{UI}/health", timeout=3).json()
+                body = health(timeout=3)
                 if healthy(body):
                     beat = _epoch(body["scheduler"]["latest_scheduler_heartbeat"])
                     self.samples.append((time.time(), beat))

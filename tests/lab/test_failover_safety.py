@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import bin_lab, salt_json
-from tests.lab.test_airflow_tier import wait_until
+from tests.lab.airflow_api import wait_until
 from tests.lab.test_failover import failback_with_consent
 from tests.lab.writers import (SERVER1, SERVER2, WORKER, assert_loss_accounted,
                                assert_nothing_lost, orchestrate, psql, redis_cli, redis_master,

@@ -12,7 +12,7 @@ import pytest
 
 from lab import master
 from tests.conftest import REPO, assert_converged, bin_lab, salt_json
-from tests.lab.test_airflow_tier import wait_until
+from tests.lab.airflow_api import wait_until
 from tests.lab.test_data_tier import lsn
 from tests.lab.test_failover import run_state, trigger_sleeping_run
 from tests.lab.writers import SERVER1, SERVER2, psql, redis_cli

@@ -4,7 +4,6 @@ from the host, which is not a cluster node, and from a cluster node."""
 import json
 import subprocess
 import threading
-import time
 
 import pytest
 import requests
@@ -12,6 +11,7 @@ import yaml
 
 from lab.settings import LAB_SECRETS, SALT_ROOT, lab_balancer_address
 from tests.conftest import LAB_CA, REPO, bin_lab
+from tests.lab.airflow_api import LOGIN_PATHS, Api, health, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -168,23 +168,33 @@ def login(user):
     return [user, users[user]]
 
 
-API = f"https://{BALANCER}/api/v1"
-# (what, method, url, login or None, expected HTTP status)
-ACCESS_MATRIX = [
-    ("REST API, anonymous", "GET", f"{API}/dags", None, 401),
-    ("REST API, wrong password", "GET", f"{API}/dags", ["admin", "wrong"], 401),
-    ("REST API, Viewer reads", "GET", f"{API}/dags/ha_smoke", login("viewer"), 200),
-    ("REST API, Viewer triggers", "POST", f"{API}/dags/ha_smoke/dagRuns", login("viewer"), 403),
-    ("REST API, Op triggers", "POST", f"{API}/dags/ha_smoke/dagRuns", login("operator"), 200),
-    ("REST API, Admin triggers", "POST", f"{API}/dags/ha_smoke/dagRuns", login("admin"), 200),
-    ("UI, plain HTTP", "GET", f"http://{BALANCER}/login/", None, 301),
-    ("UI over TLS", "GET", f"https://{BALANCER}/login/", None, 200),
-    ("Flower, anonymous", "GET", f"http://{BALANCER}:5555/api/workers", None, 401),
-    ("HAProxy stats, anonymous", "GET", f"http://{BALANCER}:8404/stats", None, 401),
-]
+def access_matrix(line):
+    """(what, method, url, login or None, expected HTTP status) on Airflow
+    ``line`` (3: REST API v2 with a token from /auth/token; 2: v1 with basic
+    auth)."""
+    api, login_path = f"https://{BALANCER}/api/v{line}", LOGIN_PATHS[line]
+    rows = [
+        ("REST API, anonymous", "GET", f"{api}/dags", None, 401),
+        ("REST API, wrong password", "GET", f"{api}/dags", ["admin", "wrong"], 401),
+        ("REST API, Viewer reads", "GET", f"{api}/dags/ha_smoke", login("viewer"), 200),
+        ("REST API, Viewer triggers", "POST", f"{api}/dags/ha_smoke/dagRuns", login("viewer"), 403),
+        ("REST API, Op triggers", "POST", f"{api}/dags/ha_smoke/dagRuns", login("operator"), 200),
+        ("REST API, Admin triggers", "POST", f"{api}/dags/ha_smoke/dagRuns", login("admin"), 200),
+        ("UI, plain HTTP", "GET", f"http://{BALANCER}{login_path}", None, 301),
+        ("UI over TLS", "GET", f"https://{BALANCER}{login_path}", None, 200),
+        ("Flower, anonymous", "GET", f"http://{BALANCER}:5555/api/workers", None, 401),
+        ("HAProxy stats, anonymous", "GET", f"http://{BALANCER}:8404/stats", None, 401),
+    ]
+    if line == 3:
+        rows.append(("API token, wrong password", "POST", f"https://{BALANCER}/auth/token",
+                     ["admin", "wrong"], 401))
+    return rows
+
 
 # Run on a node by its own Python, the probes and the lab's certificate
-# embedded (on standard input, not on a command line).
+# embedded (on standard input, not on a command line). On Airflow 3 a login
+# is a token from /auth/token (none for a wrong password: the call goes
+# anonymous); the token request itself is sent as a JSON body.
 NODE_PROBE = """
 import base64, json, ssl, urllib.error, urllib.request
 
@@ -194,59 +204,92 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 
 opener = urllib.request.build_opener(
     urllib.request.HTTPSHandler(context=ssl.create_default_context(cadata=CA)), NoRedirect)
-statuses = []
-for method, url, auth in PROBES:
-    request = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None,
-                                     headers={"Content-Type": "application/json"})
-    if auth:
-        token = base64.b64encode(":".join(auth).encode()).decode()
-        request.add_header("Authorization", "Basic " + token)
+
+def call(method, url, body=None, headers=()):
+    request = urllib.request.Request(url, method=method,
+                                     data=json.dumps(body).encode() if method == "POST" else None,
+                                     headers={"Content-Type": "application/json", **dict(headers)})
     try:
         with opener.open(request, timeout=30) as response:
-            statuses.append(response.status)
+            return response.status, response.read()
     except urllib.error.HTTPError as error:
-        statuses.append(error.code)
+        return error.code, b""
+
+def auth_headers(auth):
+    if not auth:
+        return {}
+    if LINE == 2:
+        return {"Authorization": "Basic " + base64.b64encode(":".join(auth).encode()).decode()}
+    status, body = call("POST", TOKEN_URL, {"username": auth[0], "password": auth[1]})
+    return {"Authorization": "Bearer " + json.loads(body)["access_token"]} if status == 201 else {}
+
+statuses = []
+for method, url, auth in PROBES:
+    if url == TOKEN_URL:
+        statuses.append(call(method, url, {"username": auth[0], "password": auth[1]})[0])
+    else:
+        statuses.append(call(method, url, BODY, auth_headers(auth))[0])
 print(json.dumps(statuses))
 """
 
 
-def statuses_from_the_host():
+def trigger_body(line):
+    return {"logical_date": None} if line == 3 else {}
+
+
+def statuses_from_the_host(line):
     statuses = []
-    for _, method, url, auth, _ in ACCESS_MATRIX:
-        response = requests.request(method, url, auth=tuple(auth) if auth else None,
-                                    json={} if method == "POST" else None,
-                                    allow_redirects=False, timeout=30)
+    for _, method, url, auth, _ in access_matrix(line):
+        api = Api(auth)
+        if url.endswith("/auth/token"):
+            statuses.append(api.token_reply().status_code)
+            continue
+        kwargs = api.auth_kwargs() if url.startswith(api.root) else {}
+        response = requests.request(method, url, json=trigger_body(line) if method == "POST" else None,
+                                    allow_redirects=False, timeout=30, **kwargs)
         statuses.append(response.status_code)
     return statuses
 
 
-def statuses_from(node):
-    probes = [[method, url, auth] for _, method, url, auth, _ in ACCESS_MATRIX]
-    script = f"CA = {LAB_CA.read_text()!r}\nPROBES = {probes!r}\n{NODE_PROBE}"
+def statuses_from(node, line):
+    probes = [[method, url, auth] for _, method, url, auth, _ in access_matrix(line)]
+    script = (f"CA = {LAB_CA.read_text()!r}\nPROBES = {probes!r}\nLINE = {line}\n"
+              f"TOKEN_URL = 'https://{BALANCER}/auth/token'\n"
+              f"BODY = {trigger_body(line)!r}\n{NODE_PROBE}")
     return json.loads(bin_lab("exec", node, "--", "python3", "-", input=script).stdout)
 
 
 @pytest.fixture(scope="module")
 def ha_smoke_visible(lab):
-    viewer = tuple(login("viewer"))
-    deadline = time.monotonic() + 300
-    while requests.get(f"{API}/dags/ha_smoke", auth=viewer, timeout=10).status_code != 200:
-        assert time.monotonic() < deadline, "ha_smoke not visible to the viewer"
-        time.sleep(3)
+    viewer = Api(login("viewer"))
+    wait_until(lambda: viewer.get("/dags/ha_smoke").status_code == 200, 300,
+               "ha_smoke visible to the viewer")
+    return viewer.line
 
 
 @pytest.mark.parametrize("where", ["host", CLUSTER_NODE])
 def test_every_endpoint_answers_as_the_access_matrix_says(ha_smoke_visible, where):
-    statuses = statuses_from_the_host() if where == "host" else statuses_from(where)
-    got = {what: status for (what, *_), status in zip(ACCESS_MATRIX, statuses)}
-    expected = {what: status for what, *_, status in ACCESS_MATRIX}
+    line = ha_smoke_visible
+    statuses = statuses_from_the_host(line) if where == "host" else statuses_from(where, line)
+    matrix = access_matrix(line)
+    got = {what: status for (what, *_), status in zip(matrix, statuses)}
+    expected = {what: status for what, *_, status in matrix}
     assert got == expected
 
 
+def test_the_execution_api_answers_the_airflow_nodes_only(ha_smoke_visible, lab):
+    url = f"http://{BALANCER}:8080/execution/health"
+    with pytest.raises(requests.ConnectionError):
+        requests.get(url, timeout=10)
+    reply = bin_lab("exec", CLUSTER_NODE, "--", "python3", "-c",
+                    f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=10).status)")
+    assert reply.stdout.strip() == "200"
+
+
 def test_the_ui_certificate_is_the_pillars_not_one_the_system_trusts(lab):
-    assert requests.get(f"https://{BALANCER}/health", timeout=10).status_code == 200
+    assert health()["metadatabase"]["status"] == "healthy"
     with pytest.raises(requests.exceptions.SSLError):
-        requests.get(f"https://{BALANCER}/health", timeout=10, verify=requests.certs.where())
+        requests.get(f"https://{BALANCER}/", timeout=10, verify=requests.certs.where())
 
 
 def listening(node, port):

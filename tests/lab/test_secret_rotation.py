@@ -33,7 +33,7 @@ from cryptography.fernet import Fernet
 from lab.settings import LAB_SECRETS, lab_balancer_address
 from tests.conftest import LAB_CA, bin_lab
 from tests.lab import writers
-from tests.lab.test_airflow_tier import healthy, wait_until
+from tests.lab.airflow_api import Api, health, healthy, wait_until
 from tests.lab.test_guard_rails import (
     ProcessWatch,
     leaked,
@@ -56,7 +56,6 @@ pytestmark = [pytest.mark.lab, pytest.mark.destructive]
 
 BALANCER = lab_balancer_address()
 UI = f"https://{BALANCER}"
-API = f"{UI}/api/v1"
 FLOWER = f"http://{BALANCER}:5555/api/workers"
 STATS = f"http://{BALANCER}:8404/stats"
 ORIGINAL = LAB_SECRETS.read_text()
@@ -124,7 +123,7 @@ def login(name, secrets):
 
 
 class UiPoller(threading.Thread):
-    """GET /health through the load balancer five times a second; keeps
+    """Asks Airflow's health through the load balancer five times a second; keeps
     (time, whether it answered healthy)."""
 
     def __init__(self):
@@ -134,7 +133,7 @@ class UiPoller(threading.Thread):
     def run(self):
         while not self.done.is_set():
             try:
-                ok = healthy(requests.get(f"{UI}/health", timeout=2).json())
+                ok = healthy(health(timeout=2))
             except (requests.RequestException, ValueError):
                 ok = False
             self.samples.append((time.time(), ok))
@@ -193,16 +192,11 @@ def stored_probe_password(primary):
 
 
 def trigger_run(admin, seconds):
-    created = requests.post(f"{API}/dags/ha_smoke/dagRuns", auth=admin, timeout=10,
-                            json={"conf": {"sleep_seconds": seconds}})
-    assert created.status_code == 200, created.text
-    return created.json()["dag_run_id"]
+    return Api(admin).trigger("ha_smoke", {"sleep_seconds": seconds})
 
 
 def run_state(admin, run_id):
-    state = requests.get(f"{API}/dags/ha_smoke/dagRuns/{run_id}", auth=admin,
-                         timeout=10).json()["state"]
-    return state if state in ("success", "failed") else None
+    return Api(admin).run_state("ha_smoke", run_id)
 
 
 def psql_login(node, host, user, database, password):
@@ -228,21 +222,18 @@ def same_certificate(a, b):
     return ssl.PEM_cert_to_DER_cert(a.strip()) == ssl.PEM_cert_to_DER_cert(b.strip())
 
 
-def webserver_session(node_address, username, password):
-    """A logged-in UI session on one webserver (its own port, past HAProxy)."""
-    session = requests.Session()
-    page = session.get(f"http://{node_address}:8080/login/", timeout=10).text
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
-    session.post(f"http://{node_address}:8080/login/", timeout=10,
-                 data={"username": username, "password": password, "csrf_token": token})
-    return session
+def api_server_login(node_address, login):
+    """A login on one API server (its own port, past HAProxy): a REST API
+    client whose token that server signed (Airflow 3; a session cookie on
+    Airflow 2 would be the same test)."""
+    return Api(login, base=f"http://{node_address}:8080")
 
 
-def logged_in_on(session, node_address):
-    """Whether the session's cookie (signed with the webserver secret key)
-    is a logged-in session on that webserver."""
-    reply = requests.get(f"http://{node_address}:8080/home", timeout=10, allow_redirects=False,
-                         cookies={"session": session.cookies["session"]})
+def logged_in_on(client, node_address):
+    """Whether the client's token (signed with the JWT secret) is accepted
+    by that API server."""
+    reply = requests.get(f"http://{node_address}:8080/api/v2/dags", timeout=10,
+                         **client.auth_kwargs())
     return reply.status_code == 200
 
 
@@ -301,8 +292,7 @@ def secrets_restored():
 @pytest.fixture(scope="module")
 def rotation(lab, say_module, secrets_restored, tmp_path_factory):
     """Every secret rotated by orch.rotate, under load."""
-    wait_until(lambda: healthy(requests.get(f"{UI}/health", timeout=5).json()), 300,
-               "a healthy /health through HAProxy")
+    wait_until(lambda: healthy(health()), 300, "Airflow healthy through HAProxy")
     before = copy.deepcopy(SECRETS)
     after = rotated(tmp_path_factory.mktemp("tls"))
     # The tests trust both certificates while the load balancer changes over.
@@ -331,7 +321,7 @@ def test_one_rotation_converges_with_nothing_stopped_or_lost(rotation):
     assert_nothing_lost(rotation.writer, rotation.acknowledged, rotation.primary)
     admin = login("admin", rotation.after)
     assert wait_until(lambda: run_state(admin, rotation.run_id), 300, "the DAG run") == "success"
-    assert healthy(requests.get(f"{UI}/health", timeout=5).json())
+    assert healthy(health())
 
 
 def test_the_old_secrets_are_refused_and_the_new_ones_work(rotation, lab):
@@ -345,7 +335,7 @@ def test_the_old_secrets_are_refused_and_the_new_ones_work(rotation, lab):
         for server in (SERVER1, SERVER2):
             assert redis_auth(server, lab[server], secrets["redis"]["password"]) is works
         for name in ("admin", "viewer", "operator"):
-            reply = requests.get(f"{API}/dags", auth=login(name, secrets), timeout=10)
+            reply = Api(login(name, secrets)).get("/dags")
             assert reply.status_code == (200 if works else 401), name
         assert requests.get(FLOWER, auth=login("flower", secrets), timeout=10).status_code == \
             (200 if works else 401)
@@ -358,10 +348,10 @@ def test_the_load_balancer_reloaded_to_the_new_certificate(rotation):
     assert haproxy_pid() == rotation.haproxy, "HAProxy was restarted, not reloaded"
 
 
-def test_a_session_from_one_webserver_is_valid_on_the_other(rotation, lab):
-    session = webserver_session(lab[SERVER1], *login("admin", rotation.after))
-    assert logged_in_on(session, lab[SERVER1])
-    assert logged_in_on(session, lab[SERVER2])
+def test_a_login_on_one_api_server_is_valid_on_the_other(rotation, lab):
+    client = api_server_login(lab[SERVER1], login("admin", rotation.after))
+    assert logged_in_on(client, lab[SERVER1])
+    assert logged_in_on(client, lab[SERVER2])
 
 
 def test_connections_are_re_encrypted_with_the_new_fernet_key(rotation):
@@ -387,8 +377,7 @@ def test_every_secret_rotates_back_then_the_old_fernet_key_is_dropped(rotation, 
     assert_nothing_lost(back.writer, back.acknowledged, back.primary)
     admin = login("admin", back.after)
     assert wait_until(lambda: run_state(admin, back.run_id), 300, "the DAG run") == "success"
-    assert requests.get(f"{API}/dags", auth=login("admin", rotation.after), timeout=10) \
-        .status_code == 401
+    assert Api(login("admin", rotation.after)).get("/dags").status_code == 401
     assert not redis_auth(SERVER1, lab[SERVER1], rotation.after["redis"]["password"])
     assert redis_auth(SERVER1, lab[SERVER1], back.after["redis"]["password"])
     assert same_certificate(served_certificate(), back.after["haproxy"]["tls"]["certificate"])
