@@ -138,6 +138,10 @@
 {%-   if constraints not in salt['cp.list_master'](prefix='airflow/files/') %}
 {%-     do errors.append("airflow:version " ~ version ~ " has no constraints file salt/" ~ constraints ~ ": make it with `bin/make-airflow-constraints " ~ version ~ "`, or use a version that has one") %}
 {%-   endif %}
+{#-   Airflow 3's tasks reach the API servers through the load balancer. #}
+{%-   if version.split('.')[0] | int >= 3 and nodes_with.get('airflow-worker') and not nodes_with.get('haproxy') %}
+{%-     do errors.append("airflow:version " ~ version ~ " runs tasks through the execution API, which the workers reach through a load balancer: give a node the haproxy role in cluster:nodes") %}
+{%-   endif %}
 {%- endif %}
 {%- if nodes_with.get('postgresql') %}
 {%-   set version = salt['pillar.get']('postgresql:version', postgresql_defaults.postgresql.version) %}

@@ -139,9 +139,11 @@ def test_the_topology_record_moves_every_role_that_follows_the_primary(render):
     assert state_args(old_primary, "redis-initial-role", "file")["context"]["master_address"] == "10.11.12.20"
     airflow = state_args(worker, "airflow-config", "file")["context"]["airflow"]
     assert "@10.11.12.20:6379/0" in airflow["broker_url"]
-    # Every database node, the recorded primary first; libpq takes the writable one.
-    assert "?host=10.11.12.20,10.11.12.10&" in airflow["sql_alchemy_conn"]
+    # Every database node, the recorded primary first, each with its port
+    # (SQLAlchemy 2 refuses fewer ports than hosts); libpq takes the writable one.
+    assert "?host=10.11.12.20,10.11.12.10&port=5432,5432&" in airflow["sql_alchemy_conn"]
     assert "target_session_attrs=read-write" in airflow["sql_alchemy_conn"]
+
     assert airflow["result_backend"] == "db+" + airflow["sql_alchemy_conn"]
 
 

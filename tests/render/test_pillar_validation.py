@@ -96,6 +96,10 @@ CASES = {
     "Airflow version without constraints": (
         lambda c, s, o: o["airflow"].update(version="2.9.3"),
         "airflow:version 2.9.3 has no constraints file salt/airflow/files/constraints-2.9.3-py3.11.txt"),
+    "Airflow 3 workers without a load balancer": (
+        lambda c, s, o: nodes(c)["airflow-lb1"]["roles"].remove("haproxy"),
+        "airflow:version 3.3.2 runs tasks through the execution API, which the workers reach "
+        "through a load balancer: give a node the haproxy role"),
     "unsupported PostgreSQL version": (
         lambda c, s, o: o.update(postgresql={"version": 14}),
         "postgresql:version 14 is not supported on Debian: use one of 15"),
