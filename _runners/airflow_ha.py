@@ -856,11 +856,13 @@ def rotation_plan():
         answering = _answering(cluster.nodes)
         refusal = failover.pillar_refusal(_nodes().render_validation(sorted(answering)))
         pg_states = {} if refusal else _nodes().data_tier_states(cluster, answering)[0]
-        result = rotation.plan(cluster, answering, pg_states, refusal,
-                               _airflow_password_changes(cluster, answering))
+        drain_for = [what for what, changes in (
+            ("Airflow's database password", _airflow_password_changes),
+            ("the token signing key", _token_key_changes)) if changes(cluster, answering)]
+        result = rotation.plan(cluster, answering, pg_states, refusal, drain_for=drain_for)
     except errors.HaError as error:
         result = {"primary": cluster.primary, "order": [], "down": [], "fernet_keys": 0,
-                  "drain": False,
+                  "drain": False, "drain_for": [],
                   "refused": f"the pre-flight could not inspect the cluster: {error}"}
     for line in rotation.plan_lines(result):
         _say(line)
@@ -897,6 +899,21 @@ def _airflow_password_changes(cluster, answering):
         raise errors.OperationFailed(f"postgresql.primary (test) on {cluster.primary}: {results}")
     return any("postgresql-airflow-owner" in key and result.get("result") is None
                for key, result in results.items())
+
+
+def _token_key_changes(cluster, answering):
+    """Whether Airflow 3's JWT secret on the workers differs from the
+    pillar's: their airflow.cfg's fingerprint against the pillar's
+    (``rotation.token_key_fingerprint``). Airflow 2 has none."""
+    workers = sorted(set(cluster.with_role("airflow-worker")) & answering)
+    if not workers or _settings(cluster, "airflow", workers[0])["release_line"] < 3:
+        return False
+    settings = _settings(cluster, "airflow", workers[0])
+    fingerprint = _call(workers[0], "cmd.run", (
+        "python3 -c 'import configparser, hashlib, sys; c = configparser.RawConfigParser(); "
+        "c.read(sys.argv[1]); print(hashlib.sha256(c.get(\"api_auth\", \"jwt_secret\", "
+        "fallback=\"\").encode()).hexdigest())' " + f"{settings['home']}/airflow.cfg"))
+    return fingerprint.strip() != rotation.token_key_fingerprint(cluster.pillar)
 
 
 def secrets_accepted(node):

@@ -10,6 +10,8 @@ clients (Airflow, the start guards, HAProxy), and the old Redis password is
 retired last.
 """
 
+import hashlib
+
 
 def fernet_key_count(pillar):
     """How many Fernet keys the pillar lists (``airflow:fernet_key``: one
@@ -20,7 +22,17 @@ def fernet_key_count(pillar):
     return 1 if keys else 0
 
 
-def plan(cluster, answering, pg_states, refusal=None, airflow_password_changes=False):
+def token_key_fingerprint(pillar):
+    """The fingerprint (SHA-256 hex of the value) of the JWT secret the
+    pillar gives Airflow 3 (``[api_auth] jwt_secret``, itself a digest of
+    ``airflow:webserver_secret_key``; salt/airflow/files/airflow.cfg.jinja),
+    to compare with a node's without either side showing the secret."""
+    key = (pillar.get("airflow") or {}).get("webserver_secret_key") or ""
+    secret = hashlib.sha256(f"airflow jwt secret: {key}".encode()).hexdigest()
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def plan(cluster, answering, pg_states, refusal=None, drain_for=()):
     """
     Return the rotation's plan: ``primary``, the database nodes in the
     order they take the new passwords (``order``: the primary, then the
@@ -30,16 +42,19 @@ def plan(cluster, answering, pg_states, refusal=None, airflow_password_changes=F
     workers finish their running tasks and stop first), and ``refused``
     (why it must not run, or None).
 
-    Airflow's database password is the one a running task cannot outlive:
-    a task opens new database connections as it goes, with the password
-    its process started with, and the role takes one password only. So when
-    it changes (``airflow_password_changes``), the workers are drained
-    before the primary takes it: running tasks finish, queued ones wait.
+    Two secrets a running task cannot outlive: Airflow's database password
+    (a task opens new database connections as it goes, with the password
+    its process started with, and the role takes one password only), and on
+    Airflow 3 the JWT secret (a task's calls to the execution API carry a
+    token signed with the old one). When one changes (``drain_for`` names
+    them), the workers are drained before anything takes it: running tasks
+    finish, queued ones wait.
     """
     primary = cluster.primary
     result = {"primary": primary, "order": [], "down": sorted(set(cluster.nodes) - answering),
               "fernet_keys": fernet_key_count(cluster.pillar), "refused": refusal,
-              "drain": bool(airflow_password_changes and cluster.with_role("airflow-worker"))}
+              "drain": bool(drain_for and cluster.with_role("airflow-worker")),
+              "drain_for": list(drain_for)}
     if refusal:
         return result
     if cluster.database_nodes() and (pg_states.get(primary) or {}).get("role") != "primary":
@@ -64,8 +79,8 @@ def plan_lines(result):
         lines.append(f"    REFUSED: {result['refused']}")
         return lines
     if result["drain"]:
-        lines.append("    Airflow's database password changes: the Celery workers finish their "
-                     "running tasks and stop first (queued tasks wait)")
+        lines.append(f"    {' and '.join(result['drain_for'])} change: the Celery workers finish "
+                     "their running tasks and stop first (queued tasks wait)")
     if result["order"]:
         lines.append(f"    plan: PostgreSQL and Redis take the new passwords on "
                      f"{', then '.join(result['order'])}; then every node's highstate")

@@ -84,10 +84,20 @@ def test_every_password_but_the_current_one_is_retired():
     assert passwords_to_retire([digest("a"), digest("b")], "new") == 2
 
 
-def test_the_workers_are_drained_only_when_airflows_database_password_changes():
+def test_the_workers_are_drained_only_when_a_secret_a_task_cannot_outlive_changes():
     states = healthy_cluster()[0]
     unchanged = rotation.plan(cluster(), {S1, S2, W1, LB}, states)
-    changed = rotation.plan(cluster(), {S1, S2, W1, LB}, states, airflow_password_changes=True)
+    changed = rotation.plan(cluster(), {S1, S2, W1, LB}, states, drain_for=[
+        "Airflow's database password", "the token signing key"])
     assert unchanged["drain"] is False and changed["drain"] is True
-    assert any("finish their running tasks and stop first" in line
-               for line in rotation.plan_lines(changed))
+    assert "    Airflow's database password and the token signing key change: the Celery " \
+        "workers finish their running tasks and stop first (queued tasks wait)" \
+        in rotation.plan_lines(changed)
+
+
+def test_the_token_key_fingerprint_is_of_the_jwt_secret_airflow_cfg_holds():
+    key = "lab-webserver-secret"
+    secret = hashlib.sha256(f"airflow jwt secret: {key}".encode()).hexdigest()
+    assert rotation.token_key_fingerprint({"airflow": {"webserver_secret_key": key}}) == \
+        hashlib.sha256(secret.encode()).hexdigest()
+    assert secret not in rotation.token_key_fingerprint({"airflow": {"webserver_secret_key": key}})
