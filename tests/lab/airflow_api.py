@@ -15,9 +15,10 @@ BALANCER = lab_balancer_address()
 UI = f"https://{BALANCER}"
 HEALTH_PATHS = {3: "/api/v2/monitor/health", 2: "/health"}
 LOGIN_PATHS = {3: "/auth/login/", 2: "/login/"}
+API_PATHS = {3: "/api/v2", 2: "/api/v1"}
 
 
-def wait_until(check, timeout, what, interval=2):
+def wait_until(check, timeout, what, interval=1):
     """Poll check() until it returns a true value; return that value."""
     deadline = time.monotonic() + timeout
     last = None
@@ -32,22 +33,30 @@ def wait_until(check, timeout, what, interval=2):
     raise AssertionError(f"{what} not reached in {timeout} s (last: {last!r})")
 
 
-def release_line(base=UI, timeout=5):
-    """3 when an Airflow 3 API server answers at base, else 2."""
-    reply = requests.get(f"{base}{HEALTH_PATHS[3]}", timeout=timeout)
-    return 3 if reply.status_code == 200 and reply.headers.get(
-        "content-type", "").startswith("application/json") else 2
-
-
-def health(base=UI, timeout=5):
-    """The JSON body of the health endpoint at base (either line's)."""
+def _answering_health(base, timeout):
+    """(release line, health body) of the Airflow that answers at base, or
+    None while none does (restarting, or HAProxy has no server up)."""
     for line in (3, 2):
         reply = requests.get(f"{base}{HEALTH_PATHS[line]}", timeout=timeout)
         if reply.status_code == 200 and reply.headers.get(
                 "content-type", "").startswith("application/json"):
-            return reply.json()
-    reply.raise_for_status()
-    return reply.json()
+            return line, reply.json()
+    return None
+
+
+def release_line(base=UI):
+    """3 when an Airflow 3 API server answers at base, 2 for an Airflow 2
+    webserver; waits (a minute at most) while neither answers."""
+    return wait_until(lambda: _answering_health(base, 5), 60, f"Airflow answering at {base}")[0]
+
+
+def health(base=UI, timeout=5):
+    """The JSON body of the health endpoint at base (either line's);
+    requests.HTTPError while no Airflow answers there."""
+    answer = _answering_health(base, timeout)
+    if answer is None:
+        raise requests.HTTPError(f"no Airflow health endpoint answers at {base}")
+    return answer[1]
 
 
 def healthy(body):
@@ -71,7 +80,7 @@ class Api:
     def __init__(self, login=None, base=UI):
         self.base, self.login = base, tuple(login) if login else None
         self.line = release_line(base)
-        self.root = f"{base}/api/v{self.line}"
+        self.root = f"{base}{API_PATHS[self.line]}"
         self._token = None
 
     def token_reply(self):

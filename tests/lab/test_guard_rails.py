@@ -11,7 +11,7 @@ import yaml
 
 from lab.settings import LAB_SECRETS, SALT_ROOT, lab_balancer_address
 from tests.conftest import LAB_CA, REPO, bin_lab
-from tests.lab.airflow_api import LOGIN_PATHS, Api, health, wait_until
+from tests.lab.airflow_api import API_PATHS, LOGIN_PATHS, Api, health, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -172,7 +172,7 @@ def access_matrix(line):
     """(what, method, url, login or None, expected HTTP status) on Airflow
     ``line`` (3: REST API v2 with a token from /auth/token; 2: v1 with basic
     auth)."""
-    api, login_path = f"https://{BALANCER}/api/v{line}", LOGIN_PATHS[line]
+    api, login_path = f"https://{BALANCER}{API_PATHS[line]}", LOGIN_PATHS[line]
     rows = [
         ("REST API, anonymous", "GET", f"{api}/dags", None, 401),
         ("REST API, wrong password", "GET", f"{api}/dags", ["admin", "wrong"], 401),
