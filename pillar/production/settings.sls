@@ -7,6 +7,14 @@ postgresql:
   # A warm standby accepts no queries (the seed's choice); true for hot standby.
   hot_standby: false
 redis: {}
+# Airflow: the release every Airflow node runs (salt/airflow/defaults.yaml:
+# 3.3.2; 2.10.5 is supported too). A cluster stays on its release line: a
+# highstate refuses to move a node from Airflow 2 to 3 (README: Airflow
+# versions). base_url: the address users reach the UI by, for links and
+# redirects (default https:// and the first load balancer's address).
+airflow: {}
+#   version: 3.3.2
+#   base_url: https://airflow.example.com
 # Only on nodes with the haproxy role; the backends are the nodes whose roles
 # include airflow-webserver and airflow-flower. The keys and their defaults
 # (salt/haproxy/defaults.yaml), all optional:
@@ -14,10 +22,12 @@ haproxy: {}
 #   bind_address: '*'            # where the frontends listen on the node
 #   airflow_port: 80             # the Airflow UI and REST API
 #   flower_frontend_port: 5555   # Flower
+#   execution_api_port: 8080     # Airflow 3's execution API, for the Airflow
+#                                # nodes only, on the node's cluster address
 #   stats_port: 8404             # the statistics page, http://NODE:8404/stats
 #   stats_user: admin            # its user (the password is in secrets.sls)
 #   stats_refresh: 5s
-#   webserver_port: 8080         # Airflow's [webserver] web_server_port
+#   webserver_port: 8080         # the API server's port (Airflow 2: the webserver's)
 #   flower_port: 5555            # Flower's --port on the Flower nodes
 #   balance: roundrobin          # balance algorithm of both backends
 #   timeouts:                    # HAProxy `timeout NAME VALUE` lines

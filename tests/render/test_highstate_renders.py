@@ -54,10 +54,12 @@ def filled_in(pillar_root, environment):
     return pillar_root
 
 
-def lab_on_airflow(pillar_root, version):
-    """A copy of the pillar tree whose lab runs Airflow ``version``."""
+def lab_on_airflow(pillar_root, version, venv=None):
+    """A copy of the pillar tree whose lab runs Airflow ``version`` (and
+    has its virtual environment at ``venv``)."""
     shutil.copytree(PILLAR, pillar_root)
-    (pillar_root / "lab" / "airflow_version.sls").write_text(f"airflow:\n  version: {version}\n")
+    settings = {"version": version, **({"venv": str(venv)} if venv else {})}
+    (pillar_root / "lab" / "airflow_version.sls").write_text(yaml.safe_dump({"airflow": settings}))
     init = pillar_root / "lab" / "init.sls"
     init.write_text(init.read_text() + "  - lab.airflow_version\n")
     return pillar_root
@@ -207,6 +209,20 @@ def test_airflow_2_runs_the_webserver_and_the_schedulers_dag_processor(render, p
     assert airflow_units(worker) == ["worker"]
     assert "-c /opt/airflow/constraints-2.10.5.txt 'apache-airflow[celery,postgres,redis,statsd]==2.10.5'" \
         in state_args(worker, "airflow-package", "cmd")["name"]
+
+
+def test_a_highstate_does_not_move_a_node_to_another_release_line(render, tmp_path):
+    venv = tmp_path / "venv"
+    (venv / "lib" / "python3.11" / "site-packages" / "apache_airflow-2.10.5.dist-info").mkdir(
+        parents=True)
+    on_3 = render("lab", "airflow-worker1", "Debian",
+                  lab_on_airflow(tmp_path / "pillar-3", "3.3.2", venv))
+    assert isinstance(on_3, list), "a highstate would move the node from Airflow 2 to 3"
+    assert ("airflow:version is 3.3.2 (Airflow 3), but airflow-worker1 runs Airflow 2.10.5: "
+            "a highstate does not move a cluster to another release line") in " ".join(on_3)
+    on_2 = render("lab", "airflow-worker1", "Debian",
+                  lab_on_airflow(tmp_path / "pillar-2", "2.10.5", venv))
+    assert isinstance(on_2, dict), on_2
 
 
 def test_airflow_installs_offline_in_the_lab_and_from_the_index_elsewhere(render, pillar_roots):
