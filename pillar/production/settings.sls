@@ -10,11 +10,16 @@ redis: {}
 # Airflow: the release every Airflow node runs (salt/airflow/defaults.yaml:
 # 3.3.2; 2.10.5 is supported too). A cluster stays on its release line: a
 # highstate refuses to move a node from Airflow 2 to 3 (README: Airflow
-# versions). base_url: the address users reach the UI by, for links and
-# redirects (default https:// and the first load balancer's address).
-airflow: {}
-#   version: 3.3.2
-#   base_url: https://airflow.example.com
+# versions). With no haproxy node (the seed's cloud load balancer), Airflow 3
+# needs the load balancer's addresses: base_url, which users reach the UI by
+# (links, redirects), and execution_api_url, an internal listener that the
+# workers reach and that forwards to port 8080 of every airflow-webserver
+# node (health check: GET /api/v2/monitor/health, healthy only while the
+# JSON body has "metadatabase": {"status": "healthy"}).
+airflow:
+  # version: 3.3.2
+  base_url: https://airflow.example.com
+  execution_api_url: http://airflow-internal.example.com:8080/execution/
 # Only on nodes with the haproxy role; the backends are the nodes whose roles
 # include airflow-webserver and airflow-flower. The keys and their defaults
 # (salt/haproxy/defaults.yaml), all optional:

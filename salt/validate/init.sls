@@ -139,8 +139,8 @@
 {%-     do errors.append("airflow:version " ~ version ~ " has no constraints file salt/" ~ constraints ~ ": make it with `bin/make-airflow-constraints " ~ version ~ "`, or use a version that has one") %}
 {%-   endif %}
 {#-   Airflow 3's tasks reach the API servers through the load balancer. #}
-{%-   if version.split('.')[0] | int >= 3 and nodes_with.get('airflow-worker') and not nodes_with.get('haproxy') %}
-{%-     do errors.append("airflow:version " ~ version ~ " runs tasks through the execution API, which the workers reach through a load balancer: give a node the haproxy role in cluster:nodes") %}
+{%-   if version.split('.')[0] | int >= 3 and not nodes_with.get('haproxy') and not (salt['pillar.get']('airflow:base_url') and salt['pillar.get']('airflow:execution_api_url')) %}
+{%-     do errors.append("airflow:version " ~ version ~ " runs tasks through the execution API, which the workers reach through a load balancer: give a node the haproxy role in cluster:nodes, or set airflow:base_url and airflow:execution_api_url to your load balancer's addresses") %}
 {%-   endif %}
 {%- endif %}
 {%- if nodes_with.get('postgresql') %}

@@ -99,7 +99,8 @@ CASES = {
     "Airflow 3 workers without a load balancer": (
         lambda c, s, o: nodes(c)["airflow-lb1"]["roles"].remove("haproxy"),
         "airflow:version 3.3.2 runs tasks through the execution API, which the workers reach "
-        "through a load balancer: give a node the haproxy role"),
+        "through a load balancer: give a node the haproxy role in cluster:nodes, or set "
+        "airflow:base_url and airflow:execution_api_url"),
     "unsupported PostgreSQL version": (
         lambda c, s, o: o.update(postgresql={"version": 14}),
         "postgresql:version 14 is not supported on Debian: use one of 15"),
