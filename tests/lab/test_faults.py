@@ -99,7 +99,8 @@ def test_a_highstate_cut_by_a_master_restart_converges_when_run_again(lab, say):
     # The minions finish the cut run on their own; then a new one converges.
     wait_until(lambda: all(jobs == [] for jobs in salt_json("*", "saltutil.running").values()),
                600, "the interrupted highstate finished on every node", interval=3)
-    rerun = salt_json("*", "state.apply")
+    # A highstate that restarts every Airflow 3 unit outlasts the CLI's default wait.
+    rerun = salt_json("--timeout=600", "*", "state.apply")
     assert set(rerun) == set(lab)
     for node, states in rerun.items():
         assert isinstance(states, dict), f"{node} did not render: {states}"
