@@ -382,7 +382,8 @@ def _stop_units(role, down, wait=120):
     nodes = sorted(_answering(cluster.with_role(role), down))
     stopped_units = []
     for node in nodes:
-        for unit in sum(_units(cluster, node, role), []):
+        here, elsewhere = _units(cluster, node, role)
+        for unit in here + elsewhere:
             def stopped(node=node, unit=unit):
                 try:
                     _call(node, "service.stop", unit, timeout=wait)
@@ -906,9 +907,11 @@ def _token_key_changes(cluster, answering):
     pillar's: their airflow.cfg's fingerprint against the pillar's
     (``rotation.token_key_fingerprint``). Airflow 2 has none."""
     workers = sorted(set(cluster.with_role("airflow-worker")) & answering)
-    if not workers or _settings(cluster, "airflow", workers[0])["release_line"] < 3:
+    if not workers:
         return False
     settings = _settings(cluster, "airflow", workers[0])
+    if settings["release_line"] < 3:
+        return False
     fingerprint = _call(workers[0], "cmd.run", (
         "python3 -c 'import configparser, hashlib, sys; c = configparser.RawConfigParser(); "
         "c.read(sys.argv[1]); print(hashlib.sha256(c.get(\"api_auth\", \"jwt_secret\", "
