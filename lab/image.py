@@ -98,6 +98,12 @@ def airflow_wheels_stamp(version, requirement, constraints):
     return WHEELHOUSE / f".airflow-{version}-{_digest(constraints.read_bytes(), requirement)}"
 
 
+# Only PyPI and the pins decide the wheels: not the host's pip configuration
+# nor the caller's environment (its PIP_* variables, extra indexes,
+# find-links, or a REQUESTS_CA_BUNDLE such as the tests' lab CA).
+PIP_ENV = {**CLEAN_ENV, "PIP_CONFIG_FILE": os.devnull}
+
+
 def ensure_wheelhouse():
     """Build the wheels of the node's salt-minion (pinned by host.lock) and of
     each Airflow version (pinned by its constraints file), each only when its
@@ -115,6 +121,7 @@ def ensure_wheelhouse():
             ],
             CACHE_DIR / "wheelhouse.log",
             "building minion wheels",
+            env=PIP_ENV,
         )
         stamp.touch()
     for version, (requirement, constraints) in airflow_requirements().items():
@@ -123,8 +130,6 @@ def ensure_wheelhouse():
             say(f"    Airflow {version} wheels in {WHEELHOUSE} are up to date")
             continue
         say(f"    building the wheels of {requirement} (a minute or two)")
-        # Only PyPI and the constraints decide the wheels: not the host's pip
-        # configuration (its PIP_* variables, extra indexes or find-links).
         # --use-pep517: sdists without a pyproject.toml (python-nvd3) are built in
         # an isolated environment, as .venv has no `wheel` for setup.py bdist_wheel.
         run_logged(
@@ -135,7 +140,7 @@ def ensure_wheelhouse():
             ],
             CACHE_DIR / f"wheelhouse-airflow-{version}.log",
             f"building Airflow {version} wheels",
-            env={**CLEAN_ENV, "PIP_CONFIG_FILE": os.devnull},
+            env=PIP_ENV,
         )
         for old in WHEELHOUSE.glob(f".airflow-{version}-*"):
             old.unlink()
