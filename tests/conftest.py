@@ -97,6 +97,14 @@ def salt_json(*args):
     return json.loads(result.stdout)
 
 
+def highstate(target, *args):
+    """salt TARGET state.apply, waiting for every node however long its
+    highstate takes: with the CLI's default wait, a node busy restarting
+    its Airflow units may answer the CLI's job check too late and be left
+    out of the results."""
+    return salt_json("--timeout=600", target, "state.apply", *args)
+
+
 @pytest.fixture(scope="session")
 def lab(request):
     """The lab, up and highstated; taken down at the end of the run unless

@@ -322,11 +322,14 @@ def failback_decision(old, new, answering, pg_states, switch_back, old_address):
     """
     decision = {"mode": None, "rejoin": None, "refused": None}
     if new == old:
-        # An earlier failback switched back, then failed to rejoin the other.
+        # An earlier failback switched back, then failed to rejoin the other;
+        # or the other is a former primary its start guard fenced: even
+        # streaming, it stays fenced (no failover promotes it) until rejoined.
         decision["mode"] = "nothing"
         for node in sorted(set(pg_states) - {old}):
-            if pg_states.get(old, {}).get("role") == "primary" and not streams_from(
-                    node, pg_states[node], pg_states[old]):
+            if pg_states.get(old, {}).get("role") == "primary" and (
+                    pg_states[node].get("fenced")
+                    or not streams_from(node, pg_states[node], pg_states[old])):
                 decision.update(mode="rejoin-only", rejoin=node)
     elif new not in answering:
         decision["refused"] = (f"{new}, the preferred primary, does not answer: start it "

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import salt_json
+from tests.conftest import highstate, salt_json
 
 pytestmark = pytest.mark.lab
 
@@ -84,7 +84,7 @@ def converged(lab):
 @pytest.mark.parametrize("case", CASES)
 def test_bad_pillar_changes_nothing_on_any_node(lab, converged, case):
     override, message = CASES[case]
-    results = salt_json("*", "state.apply", f"pillar={json.dumps(override)}")
+    results = highstate("*", f"pillar={json.dumps(override)}")
     assert set(results) == set(lab)
     for node, result in results.items():
         assert isinstance(result, list), f"{node} applied states: {sorted(result)[:5]}"

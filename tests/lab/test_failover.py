@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import REPO, assert_converged, bin_lab, salt_json
+from tests.conftest import REPO, assert_converged, bin_lab, highstate, salt_json
 from tests.lab.airflow_api import Api, health, healthy, wait_until
 from tests.lab.test_guard_rails import ProcessWatch, leaked, secret_values
 from tests.lab.writers import (SECRETS, SERVER1, SERVER2, WORKER,
@@ -203,7 +203,7 @@ def test_planned_failover_under_load_loses_nothing(lab, airflow_healthy, say):
 def test_a_highstate_after_the_failover_keeps_the_new_topology(lab):
     before = topology()
     assert before[0][SERVER2][0] == "primary" and before[1]["primary"] == SERVER2
-    results = salt_json("*", "state.apply")
+    results = highstate("*")
     assert set(results) == set(lab)
     assert_converged(results)
     assert topology() == before

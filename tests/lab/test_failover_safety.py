@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import bin_lab, salt_json
+from tests.conftest import bin_lab, highstate, salt_json
 from tests.lab.airflow_api import wait_until
 from tests.lab.test_failover import failback_with_consent
 from tests.lab.writers import (SERVER1, SERVER2, WORKER, assert_loss_accounted,
@@ -382,7 +382,7 @@ def test_a_lost_master_record_stops_the_highstate_until_recorded_again(lab, say)
     with watched(lab, say, SERVER1) as writer:
         path.unlink()
         try:
-            results = salt_json(SERVER2, "state.apply")[SERVER2]
+            results = highstate(SERVER2)[SERVER2]
             text = json.dumps(results)
             assert "the master's topology record is missing, older than the copy" in text
             assert "salt-run airflow_ha.record_primary" in text

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from lab import master
-from tests.conftest import REPO, assert_converged, bin_lab, salt_json
+from tests.conftest import REPO, assert_converged, bin_lab, highstate, salt_json
 from tests.lab.airflow_api import wait_until
 from tests.lab.test_data_tier import lsn
 from tests.lab.test_failover import run_state, trigger_sleeping_run
@@ -88,24 +88,24 @@ def test_a_highstate_cut_by_a_master_restart_converges_when_run_again(lab, say):
                else "/etc/default/airflow" for node in lab}
     for node, path in damaged.items():
         bin_lab("exec", node, "--", "sh", "-c", f"echo '# stale' >> {path}")
-    highstate = subprocess.Popen([str(REPO / ".venv/bin/salt"), "*", "state.apply"], cwd=REPO,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cut_run = subprocess.Popen([str(REPO / ".venv/bin/salt"), "*", "state.apply"], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(3)
     master.stop()
     master.start()
-    highstate.kill()  # the operator's CLI lost its master too
-    highstate.wait()
+    cut_run.kill()  # the operator's CLI lost its master too
+    cut_run.wait()
     master.wait_for_minions(list(lab))
     # The minions finish the cut run on their own; then a new one converges.
     wait_until(lambda: all(jobs == [] for jobs in salt_json("*", "saltutil.running").values()),
                600, "the interrupted highstate finished on every node", interval=3)
     # A highstate that restarts every Airflow 3 unit outlasts the CLI's default wait.
-    rerun = salt_json("--timeout=600", "*", "state.apply")
+    rerun = highstate("*")
     assert set(rerun) == set(lab)
     for node, states in rerun.items():
         assert isinstance(states, dict), f"{node} did not render: {states}"
         assert all(state["result"] is True for state in states.values()), node
-    assert_converged(salt_json("*", "state.apply"))
+    assert_converged(highstate("*"))
     for node, path in damaged.items():
         assert "# stale" not in bin_lab("exec", node, "--", "cat", path).stdout
     say("FAULT salt-master restarted 3 s into a highstate: the re-run converged")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lab.settings import BRIDGE, RULE_COMMENT, RUN_DIR
-from tests.conftest import assert_converged, bin_lab, salt_json
+from tests.conftest import assert_converged, bin_lab, highstate, salt_json
 
 pytestmark = pytest.mark.lab
 
@@ -35,7 +35,7 @@ def test_node_grains_are_debian_12_with_systemd(lab):
 
 
 def test_second_highstate_reports_zero_changes(lab):
-    results = salt_json("*", "state.apply")
+    results = highstate("*")
     assert set(results) == set(lab)
     assert_converged(results)
 

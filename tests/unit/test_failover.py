@@ -552,6 +552,15 @@ def test_a_failback_rerun_rejoins_the_node_an_earlier_run_left_fenced():
     assert decision == {"mode": "rejoin-only", "rejoin": S2, "refused": None}
 
 
+def test_a_failback_rejoins_a_fenced_former_primary_even_while_it_streams():
+    """Both servers down, the newer one unfenced: the stale one streams
+    from it, still fenced; only a rejoin clears its fence."""
+    states = {S1: pg_primary(S1, {S2: "streaming"}),
+              S2: pg_standby(S2, S1, fenced=True, fence={"reason": "start guard: ..."})}
+    decision = failback_decision(S1, S1, {S1, S2}, states, False, ADDRESS[S1])
+    assert decision == {"mode": "rejoin-only", "rejoin": S2, "refused": None}
+
+
 def test_a_failback_to_a_preferred_primary_that_does_not_answer_is_refused():
     decision = failback_decision(S2, S1, {S2}, {S2: pg_primary(S2)}, True, ADDRESS[S2])
     assert decision["refused"].startswith(f"{S1}, the preferred primary, does not answer")
