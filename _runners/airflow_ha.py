@@ -622,7 +622,7 @@ def pg_rejoin(node, primary, discard=None):
     def action():
         state = _call(node, "pg_replication.status")
         primary_state = _call(primary, "pg_replication.status")
-        if failover.streams_from(node, state, primary_state) and not state["fenced"]:
+        if failover.rejoined(node, state, primary_state):
             return {"already": f"streaming from {primary}"}
         _call(node, "pg_replication.fence", reason=f"rejoining {primary} as a standby",
               timeout=_LONG_SECONDS)

@@ -207,7 +207,7 @@ def finish_decision(record, old, new, old_state, new_state, new_answers):
         return None
     if (old_state or {}).get("role") != "primary":
         return None
-    if new_state and not new_state.get("fenced") and streams_from(new, new_state, old_state):
+    if rejoined(new, new_state, old_state):
         return None
     # A forced run recorded the node it fenced: its data may have diverged,
     # so orch.failback rejoins it, with the operator's consent to any loss.
@@ -323,13 +323,11 @@ def failback_decision(old, new, answering, pg_states, switch_back, old_address):
     decision = {"mode": None, "rejoin": None, "refused": None}
     if new == old:
         # An earlier failback switched back, then failed to rejoin the other;
-        # or the other is a former primary its start guard fenced: even
-        # streaming, it stays fenced (no failover promotes it) until rejoined.
+        # or the other is a former primary its start guard fenced.
         decision["mode"] = "nothing"
         for node in sorted(set(pg_states) - {old}):
-            if pg_states.get(old, {}).get("role") == "primary" and (
-                    pg_states[node].get("fenced")
-                    or not streams_from(node, pg_states[node], pg_states[old])):
+            if pg_states.get(old, {}).get("role") == "primary" and not rejoined(
+                    node, pg_states[node], pg_states[old]):
                 decision.update(mode="rejoin-only", rejoin=node)
     elif new not in answering:
         decision["refused"] = (f"{new}, the preferred primary, does not answer: start it "
@@ -375,6 +373,13 @@ def streams_from(node, state, primary_state):
     streaming = {entry["application_name"] for entry in primary_state.get("standbys", [])
                  if entry["state"] == "streaming"}
     return state.get("role") == "standby" and node in streaming
+
+
+def rejoined(node, state, primary_state):
+    """Whether ``node`` is a standby of the primary as a rejoin leaves it:
+    streaming, and not fenced (a fenced former primary streams too, after
+    its start guard, and no failover may promote it until it rejoins)."""
+    return bool(state) and not state.get("fenced") and streams_from(node, state, primary_state)
 
 
 def unfence_decision(master_record, copies, pg_states, node=None):
