@@ -1,8 +1,8 @@
 """
 Operate the highly available Airflow platform from the master: its status,
-the topology record, and the steps of the failover, failback and secret
-rotation runbooks (``orch/failover.sls``, ``orch/failback.sls``,
-``orch/rotate.sls``).
+the topology record, and the steps of the failover, failback, secret
+rotation and upgrade runbooks (``orch/failover.sls``, ``orch/failback.sls``,
+``orch/rotate.sls``, ``orch/upgrade.sls``, ``orch/upgrade_rollback.sls``).
 
 Every step acts through the data-tier execution modules on the nodes
 (``pg_replication``, ``redis_replication``) and Salt's own modules, checks
@@ -28,13 +28,16 @@ CLI Example:
     salt-run state.orchestrate orch.failover
 """
 
+import importlib.util
 import json
 import logging
+import os
+import subprocess
 import sys
 import time
 
 import ha_nodes
-from ha_core import errors, failover, probes, report, rotation, runbook
+from ha_core import errors, failover, probes, report, rotation, runbook, upgrade
 from ha_core.cluster import (Cluster, airflow_units, new_record, read_record, record_path,
                              record_text, write_record)
 
@@ -1018,3 +1021,360 @@ def redis_retire_passwords(down=None):
         return {"retired": ", ".join(f"{count} on {node}" for node, count in retired.items())}
 
     return _step("redis_retire_passwords", action)
+
+
+# --- Upgrade and rollback (orch.upgrade, orch.upgrade_rollback; plan: ha_core.upgrade) --
+
+# What the runbooks' state runs pass in: the states may move a node to
+# another release line (every Airflow process is stopped by then).
+_UPGRADE_PILLAR = {"airflow_upgrade": True}
+# Every Airflow process stops in this order: nothing new is scheduled, the
+# workers finish their running tasks, then the rest.
+_UPGRADE_STOP_ORDER = ("airflow-scheduler", "airflow-worker", "airflow-triggerer",
+                       "airflow-flower", "airflow-webserver")
+
+
+def upgrade_plan(rollback=False):
+    """
+    The pre-flight of ``orch.upgrade`` (or with ``rollback``,
+    ``orch.upgrade_rollback``): which Airflow version every node runs, the
+    pillar's ``airflow:version``, the primary and the dumps it keeps; print
+    and return the plan (``ha_core.upgrade.plan``). Changes nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.upgrade_plan
+        salt-run airflow_ha.upgrade_plan rollback=True
+    """
+    cluster = _cluster()
+    _say(f"==> pre-flight ({'rollback' if rollback else 'upgrade'}): inspecting "
+         f"{', '.join(sorted(cluster.nodes))}")
+    try:
+        _wait_for_earlier_steps(cluster)
+        result = _upgrade_plan(cluster, rollback)
+    except errors.HaError as error:
+        result = {"mode": None, "from": None, "to": None, "installed": {}, "backup": None,
+                  "take_backup": False, "check_dags": False, "migrator": None,
+                  "refused": f"the pre-flight could not inspect the cluster: {error}"}
+    result["primary"] = cluster.primary
+    for line in upgrade.plan_lines(result, rollback):
+        _say(line)
+    return result
+
+
+def _upgrade_plan(cluster, rollback):
+    answering = _answering(cluster.nodes)
+    refusal = failover.pillar_refusal(_nodes().render_validation(sorted(answering)))
+    if refusal:
+        raise errors.OperationFailed(refusal)
+    migrator = _migrator(cluster)
+    settings = _settings(cluster, "airflow", migrator)
+    versions = _nodes().airflow_versions(answering & set(cluster.airflow_nodes()),
+                                         settings["venv"])
+    installed = {node: versions.get(node, False) for node in cluster.airflow_nodes()}
+    target = str(settings["version"])
+    primary_role = None
+    if cluster.primary in answering:
+        primary_role = _call(cluster.primary, "pg_replication.status")["role"]
+    database_current = None
+    if rollback and all(version == target for version in installed.values()):
+        database_current = _airflow_command(cluster, migrator, "db check-migrations "
+                                            "--migration-wait-timeout 1", check=False) == 0
+    return upgrade.plan(target, installed, migrator, primary_role,
+                        _backups(cluster) if cluster.primary in answering else [],
+                        database_current=database_current, rollback=rollback)
+
+
+def _migrator(cluster):
+    """The node that migrates the database: the first scheduler."""
+    return cluster.with_role("airflow-scheduler")[0]
+
+
+def _backups(cluster):
+    """The file names of the dumps orch.upgrade took on the primary."""
+    paths = _call(cluster.primary, "file.find", upgrade.BACKUP_DIRECTORY, type="f",
+                  name="airflow-*.dump")
+    return [path.rsplit("/", 1)[-1] for path in paths or ()]
+
+
+def _airflow_command(cluster, node, arguments, venv=None, home=None, check=True):
+    """Run ``airflow ARGUMENTS`` on ``node`` as the service account (from
+    ``venv``, with AIRFLOW_HOME ``home``: the node's by default). Returns
+    the exit code, or with ``check`` the output, raising OperationFailed
+    when it fails."""
+    settings = _settings(cluster, "airflow", node)
+    result = _call(node, "cmd.run_all", f"{venv or settings['venv']}/bin/airflow {arguments}",
+                   runas=settings["user"], env={"AIRFLOW_HOME": home or settings["home"]},
+                   python_shell=False, timeout=_LONG_SECONDS)
+    if not check:
+        return result["retcode"]
+    if result["retcode"] != 0:
+        raise errors.OperationFailed(f"airflow {arguments} on {node} exited {result['retcode']}: "
+                                     f"{(result['stderr'] or result['stdout'])[-800:]}")
+    return result["stdout"]
+
+
+def upgrade_check_dags():
+    """
+    Check the DAG folder (``airflow:dags_source`` in the master's
+    file_roots) with ruff's Airflow 3 rules, from the master's Python:
+    refused when a DAG uses what Airflow 3 removed or moved to a provider
+    (AIR301, AIR302, AIR303); deprecated uses (AIR311, AIR312) are counted.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.upgrade_check_dags
+    """
+    def action():
+        cluster = _cluster()
+        folder = _dag_folder(_settings(cluster, "airflow", _migrator(cluster))["dags_source"])
+        if importlib.util.find_spec("ruff") is None:
+            raise errors.OperationFailed(
+                f"ruff is not installed in the master's Python ({sys.executable}): install it "
+                "there (salt-pip install ruff, or pip install ruff in its environment)")
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", "check", "--isolated", "--no-cache", "--select",
+             ",".join(upgrade.BREAKING_DAG_RULES + upgrade.SUGGESTED_DAG_RULES),
+             "--output-format", "concise", folder],
+            capture_output=True, text=True, check=False)
+        breaking, suggested = upgrade.dag_check_findings(result.stdout)
+        if breaking:
+            raise errors.OperationFailed(
+                f"{len(breaking)} uses in the DAGs break on Airflow 3 (fix them, e.g. ruff check "
+                f"--select AIR3 --fix {folder}): " + "; ".join(breaking[:10]))
+        if result.returncode not in (0, 1):
+            raise errors.OperationFailed(f"ruff failed on {folder}: {result.stderr[-500:]}")
+        return {"checked": folder, "breaking": 0, "deprecated (still working)": len(suggested)}
+
+    return _step("upgrade_check_dags", action)
+
+
+def _dag_folder(source):
+    """The directory of a ``salt://`` DAG source in the master's file_roots."""
+    relative = source.removeprefix("salt://").strip("/")
+    for root in __opts__["file_roots"]["base"]:
+        if os.path.isdir(os.path.join(root, relative)):
+            return os.path.join(root, relative)
+    raise errors.OperationFailed(f"airflow:dags_source {source} is not a folder in the master's "
+                                 "file_roots: check the DAGs by hand (ruff check --select AIR3)")
+
+
+def upgrade_install(version):
+    """
+    Install Airflow ``version`` (the pillar's) beside the running one on
+    every Airflow node, in its own virtual environment, while the old one
+    keeps running; then check the new version's configuration on the node
+    that migrates the database with its ``airflow config update``: refused
+    when it lists a change to make.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.upgrade_install 3.3.2
+    """
+    def action():
+        cluster = _cluster()
+        nodes = sorted(cluster.airflow_nodes())
+        runbook.state_applied("airflow.install", nodes, _nodes().apply(
+            nodes, "airflow.install", _LONG_SECONDS, pillar=_UPGRADE_PILLAR,
+            exclude=["airflow-venv-current"]))
+        migrator = _migrator(cluster)
+        settings = _settings(cluster, "airflow", migrator)
+        runbook.state_applied("airflow.upgrade_check", [migrator], _nodes().apply(
+            [migrator], "airflow.upgrade_check", _LONG_SECONDS, pillar=_UPGRADE_PILLAR))
+        check_home = f"{settings['home']}/upgrade-check"
+        # Its dry run prints the whole configuration, secrets included: only
+        # the list of changes leaves the node.
+        try:
+            result = _call(migrator, "cmd.run_all", cmd=(
+                f"out=$({settings['venvs']}/{version}/bin/airflow config update) || exit; "
+                "printf '%s\\n' \"$out\" | grep -E '^ *- \\[' || true"),
+                shell="/bin/bash", runas=settings["user"], env={"AIRFLOW_HOME": check_home},
+                timeout=_LONG_SECONDS)
+        finally:
+            _call(migrator, "file.remove", check_home)
+        if result["retcode"] != 0:
+            raise errors.OperationFailed(f"airflow config update ({version}) on {migrator} exited "
+                                         f"{result['retcode']}: {result['stderr'][-800:]}")
+        needed = [line.strip() for line in result["stdout"].splitlines() if line.strip()]
+        if needed:
+            raise errors.OperationFailed(
+                f"airflow config update ({version}) lists changes to this tree's configuration "
+                "(salt/airflow/files/airflow.cfg.jinja): " + "; ".join(needed[:10]))
+        return {"installed on": ", ".join(nodes), "configuration": "nothing to update"}
+
+    return _step("upgrade_install", action, version=version)
+
+
+def upgrade_backup(node, version):
+    """
+    Dump the Airflow database on the primary ``node`` (``pg_dump``, custom
+    format) into ``ha_core.upgrade.BACKUP_DIRECTORY``, named after the
+    ``version`` it was taken from, and check that the dump reads back.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.upgrade_backup airflow-server1 2.10.5
+    """
+    def action():
+        cluster = _cluster()
+        postgresql = _settings(cluster, "postgresql", node)
+        name = upgrade.backup_name(version, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+        path = f"{upgrade.BACKUP_DIRECTORY}/{name}"
+        _call(node, "file.mkdir", upgrade.BACKUP_DIRECTORY, user="postgres", group="postgres",
+              mode="0700")
+        _postgres_command(node, ["pg_dump", "--format=custom", f"--port={postgresql['port']}",
+                                 f"--file={path}", postgresql["database"]])
+        entries = _postgres_command(node, ["pg_restore", "--list", path]).count("\n")
+        size = _call(node, "file.stats", path)["size"]
+        return {"dump": f"{node}:{path}", "size": f"{size / 1e6:.1f} MB", "entries": entries}
+
+    return _step("upgrade_backup", action, node=node)
+
+
+def _postgres_command(node, argv):
+    """Run a PostgreSQL client command as postgres on ``node``; its output,
+    OperationFailed when it fails."""
+    result = _call(node, "cmd.run_all", argv, runas="postgres", python_shell=False,
+                   timeout=_LONG_SECONDS)
+    if result["retcode"] != 0:
+        raise errors.OperationFailed(f"{argv[0]} on {node} exited {result['retcode']}: "
+                                     f"{result['stderr'][-800:]}")
+    return result["stdout"]
+
+
+def upgrade_stop(down=None):
+    """
+    Stop every Airflow process on every answering Airflow node but those in
+    ``down``, the units of every release line: schedulers, workers (once
+    their running tasks finish), triggerers, Flower, webservers.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.upgrade_stop
+    """
+    def action():
+        cluster = _cluster()
+        lines = ha_nodes.release_lines(__opts__)
+        stopped = []
+        for role in _UPGRADE_STOP_ORDER:
+            names = sorted({component["name"] for values in lines.values()
+                            for component in values["components"].get(role, ())})
+            for node in sorted(_answering(cluster.with_role(role), down)):
+                for unit in (f"airflow-{name}" for name in names):
+                    if not _call(node, "service.available", unit):
+                        continue
+                    _call(node, "service.stop", unit, timeout=_LONG_SECONDS)
+                    if _call(node, "service.status", unit):
+                        raise errors.OperationFailed(f"{unit} on {node} still runs")
+                    stopped.append(f"{unit}@{node}")
+        return {"stopped": ", ".join(stopped) or "nothing ran"}
+
+    return _step("upgrade_stop", action)
+
+
+def upgrade_migrate(node, version):
+    """
+    On ``node`` (the one that migrates the database), with every Airflow
+    process stopped: point it at Airflow ``version`` with its
+    configuration, run ``airflow db migrate`` once, and delete the stored
+    web sessions on the primary (the new release line cannot read the old
+    one's: users log in again).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.upgrade_migrate airflow-server1 3.3.2
+    """
+    def action():
+        cluster = _cluster()
+        runbook.state_applied("airflow.install,airflow.config", [node], _nodes().apply(
+            [node], "airflow.install,airflow.config", _LONG_SECONDS, pillar=_UPGRADE_PILLAR))
+        started = time.monotonic()
+        _airflow_command(cluster, node, "db migrate")
+        seconds = round(time.monotonic() - started, 1)
+        postgresql = _settings(cluster, "postgresql", cluster.primary)
+        _postgres_command(cluster.primary, [
+            "psql", "--no-psqlrc", "--quiet", f"--port={postgresql['port']}",
+            f"--dbname={postgresql['database']}", "--set=ON_ERROR_STOP=1", "--command",
+            "DO $$ BEGIN IF to_regclass('public.session') IS NOT NULL THEN "
+            "DELETE FROM session; END IF; END $$"])
+        return {"migrated to": version, "db migrate": f"{seconds} s",
+                "web sessions": "deleted (users log in again)"}
+
+    return _step("upgrade_migrate", action, node=node, version=version)
+
+
+def upgrade_restore(node, backup):
+    """
+    Restore the Airflow database on the primary ``node`` from the dump
+    ``backup`` (a file name in ``ha_core.upgrade.BACKUP_DIRECTORY``) that
+    orch.upgrade took: the database is dropped and created again from it.
+    Every Airflow process must be stopped (``upgrade_stop``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.upgrade_restore airflow-server1 airflow-2.10.5-20261201T101500Z.dump
+    """
+    def action():
+        cluster = _cluster()
+        postgresql = _settings(cluster, "postgresql", node)
+        port, database = f"--port={postgresql['port']}", postgresql["database"]
+        _postgres_command(node, [
+            "psql", "--no-psqlrc", "--quiet", port, "--dbname=postgres", "--command",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{database}' AND pid <> pg_backend_pid()"])
+        started = time.monotonic()
+        _postgres_command(node, ["pg_restore", port, "--dbname=postgres", "--clean", "--create",
+                                 "--if-exists", "--exit-on-error",
+                                 f"{upgrade.BACKUP_DIRECTORY}/{backup}"])
+        seconds = round(time.monotonic() - started, 1)
+        tables = _postgres_command(node, [
+            "psql", "--no-psqlrc", "--tuples-only", "--no-align", port, f"--dbname={database}",
+            "--command", "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"]).strip()
+        return {"restored": backup, "restore": f"{seconds} s", "tables": tables}
+
+    return _step("upgrade_restore", action, node=node)
+
+
+def upgrade_start(wait=300, down=None):
+    """
+    Every answering node but those in ``down`` runs the pillar's Airflow
+    version: its highstate (the virtual environment link, the
+    configuration, the units of the version's release line, the load
+    balancer's health check); then Airflow must be healthy through the
+    load balancer.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.upgrade_start
+    """
+    def action():
+        cluster = _cluster()
+        nodes = sorted(_answering(cluster.nodes, down))
+        runbook.state_applied("the highstate", nodes, _nodes().apply(
+            nodes, None, _LONG_SECONDS, pillar=_UPGRADE_PILLAR))
+        versions = _nodes().airflow_versions(
+            set(nodes) & set(cluster.airflow_nodes()),
+            _settings(cluster, "airflow", _migrator(cluster))["venv"])
+        url = _health_url(cluster)
+        if url:
+            probes.wait_healthy(url, wait, "Airflow healthy through the load balancer")
+        return {"running": ", ".join(f"{node} {version}" for node, version in sorted(versions.items())),
+                "healthy": url or "no load balancer"}
+
+    return _step("upgrade_start", action)

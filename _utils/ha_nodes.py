@@ -111,13 +111,32 @@ class Nodes:
                 self.statuses(sorted(answering & set(cluster.redis_nodes())),
                               "redis_replication.status"))
 
-    def apply(self, nodes, sls, timeout, test=False):
+    def apply(self, nodes, sls, timeout, test=False, pillar=None, exclude=None):
         """Run the state ``sls`` on the nodes (their highstate when ``sls``
-        is None; with ``test``, only what it would change), after any state
-        run already under way there (a returning node's, started by the
-        reactor); ``{node: state results}``."""
+        is None; with ``test``, only what it would change; with ``pillar``
+        over the environment's; without the state IDs in ``exclude``),
+        after any state run already under way there (a returning node's,
+        started by the reactor); ``{node: state results}``."""
+        kwarg = {"queue": True, "test": test}
+        if pillar:
+            kwarg["pillar"] = pillar
+        if exclude:
+            kwarg["exclude"] = [{"id": state_id} for state_id in exclude]
         return self.client.cmd(list(nodes), "state.apply", [sls] if sls else [], tgt_type="list",
-                               kwarg={"queue": True, "test": test}, timeout=timeout)
+                               kwarg=kwarg, timeout=timeout)
+
+    def airflow_versions(self, nodes, venv):
+        """``{node: the Airflow version its virtual environment at venv
+        holds, or None}`` of the nodes that answer."""
+        if not nodes:
+            return {}
+        python = shlex.quote(f"{venv}/bin/python")
+        replies = self.client.cmd(sorted(nodes), "cmd.run", [
+            f"! test -x {python} || {python} -c "
+            "'import importlib.metadata as m; print(m.version(\"apache-airflow\"))'"],
+            tgt_type="list", timeout=60, full_return=True)
+        return {node: (reply.get("ret") or "").strip() or None
+                for node, reply in replies.items() if reply.get("retcode", 0) == 0}
 
     def render_validation(self, nodes):
         """
@@ -160,6 +179,12 @@ def _state_tree_yaml(opts, component, name):
             with salt.utils.files.fopen(path) as stream:
                 return salt.utils.yaml.safe_load(stream) or {}
     return {}
+
+
+def release_lines(opts):
+    """The Airflow release lines of the state tree (salt/airflow/versionmap.yaml):
+    ``{line: its values}``."""
+    return _state_tree_yaml(opts, "airflow", "versionmap")
 
 
 def settings(opts, pillar, component, os_family):

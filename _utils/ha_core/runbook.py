@@ -1,6 +1,6 @@
 """
 The steps of the runbooks (``orch/failover.sls``, ``orch/failback.sls``,
-``orch/rotate.sls``):
+``orch/rotate.sls``, ``orch/upgrade.sls``, ``orch/upgrade_rollback.sls``):
 each step's title, what the operator does when it fails, and the checks of
 what a step achieved, from what the nodes report. The runner's step
 functions act, ask the nodes and call these; a check returns what it
@@ -99,6 +99,40 @@ STEPS = {
         "retire the old Redis passwords",
         "the old Redis password is still accepted where it was not retired. Run the same "
         "runbook again, or: salt -G 'roles:redis' redis_replication.retire_passwords"),
+    "upgrade_check_dags": (
+        "check the DAGs against Airflow 3 (ruff's AIR3 rules)",
+        "nothing has changed. Fix the DAGs it names (ruff check --select AIR3 --fix fixes most), "
+        "then run the same runbook again"),
+    "upgrade_install": (
+        "install Airflow {version} beside the running version on every Airflow node, and check "
+        "its configuration",
+        "nothing has stopped: the running version still serves. Fix the cause shown above "
+        "(salt NODE state.apply airflow.install pillar='{{\"airflow_upgrade\": true}}' shows "
+        "it), then run the same runbook again"),
+    "upgrade_backup": (
+        "dump the Airflow database on {node} (what a rollback restores)",
+        "nothing has stopped or changed. Fix the cause shown above (the space in "
+        "/var/lib/postgresql?), then run the same runbook again"),
+    "upgrade_stop": (
+        "stop every Airflow process",
+        "Airflow is down, or partly; nothing is migrated. Run the same runbook again to go on; "
+        "to stay on the running version instead, set airflow:version back to it in the pillar "
+        "and run salt '*' state.apply"),
+    "upgrade_migrate": (
+        "migrate the database to Airflow {version} from {node}",
+        "Airflow is down and the database may be partly migrated. Fix the cause shown above "
+        "and run the same runbook again (db migrate goes on from where it stopped), or roll "
+        "back: set airflow:version to the version before and run salt-run state.orchestrate "
+        "orch.upgrade_rollback (it restores the dump taken before)"),
+    "upgrade_restore": (
+        "restore the database on {node} from the dump taken before the upgrade",
+        "Airflow is down and the database may be partly restored. Fix the cause shown above, "
+        "then run the same runbook again: the restore starts over from the dump"),
+    "upgrade_start": (
+        "every node runs the pillar's Airflow version (highstate)",
+        "the database matches the pillar's version; some nodes may not run it yet. Fix the "
+        "cause shown above (salt NODE state.apply pillar='{{\"airflow_upgrade\": true}}' "
+        "shows it), then run the same runbook again"),
     "verify": (
         "verify: one primary, one master, standbys streaming, Airflow healthy",
         "read salt-run airflow_ha.status; the README's operator section says what to do for "

@@ -17,5 +17,5 @@ airflow-db-migrate:
         attempts: 30
         interval: 10
     - require:
-      - cmd: airflow-package
+      - file: airflow-venv-current
       - file: airflow-config

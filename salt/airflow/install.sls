@@ -1,6 +1,10 @@
-{#- The virtual environment, built with the OS Python, holding
+{#- The version's virtual environment, built with the OS Python, holding
     apache-airflow[extras] at the pinned version, installed with the
-    constraints file of that version and Python. #}
+    constraints file of that version and Python; then airflow:venv, which
+    every unit runs from, points at it. orch.upgrade applies this state
+    without airflow-venv-current first, to install a new version while the
+    old one runs. A virtual environment of an earlier version stays: a
+    rollback points back at it. #}
 {%- from 'airflow/map.jinja' import airflow %}
 {%- set constraints = airflow.home ~ '/constraints-' ~ airflow.version ~ '.txt' %}
 {%- set requirement = 'apache-airflow[' ~ airflow.extras | join(',') ~ ']==' ~ airflow.version %}
@@ -20,8 +24,8 @@ airflow-constraints:
 
 airflow-venv:
   cmd.run:
-    - name: {{ airflow.python }} -m venv {{ airflow.venv }}
-    - creates: {{ airflow.venv }}/bin/python
+    - name: mkdir -p {{ airflow.venvs }} && {{ airflow.python }} -m venv {{ airflow.release_venv }}
+    - creates: {{ airflow.release_venv }}/bin/python
     - runas: {{ airflow.user }}
     - require:
       - pkg: airflow-python
@@ -29,10 +33,10 @@ airflow-venv:
 airflow-package:
   cmd.run:
     - name: >-
-        {{ airflow.venv }}/bin/pip install --quiet --disable-pip-version-check
+        {{ airflow.release_venv }}/bin/pip install --quiet --disable-pip-version-check
         {{ pip_source }} -c {{ constraints }} '{{ requirement }}'
     - unless: >-
-        {{ airflow.venv }}/bin/python -c "import importlib.metadata as m, sys;
+        {{ airflow.release_venv }}/bin/python -c "import importlib.metadata as m, sys;
         sys.exit(m.version('apache-airflow') != '{{ airflow.version }}')"
     - runas: {{ airflow.user }}
     - env:
@@ -41,3 +45,15 @@ airflow-package:
     - require:
       - cmd: airflow-venv
       - file: airflow-constraints
+
+# A virtual environment of a tree before versioned ones (a directory at
+# airflow:venv) is moved aside (and may be deleted): the units restart on
+# the version's.
+airflow-venv-current:
+  file.symlink:
+    - name: {{ airflow.venv }}
+    - target: {{ airflow.release_venv }}
+    - force: true
+    - backupname: {{ airflow.venv }}.before-versioned
+    - require:
+      - cmd: airflow-package

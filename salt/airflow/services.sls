@@ -64,7 +64,7 @@ airflow-{{ component.name }}:
 {%-     if component.name == 'flower' %}
       - file: airflow-flower-environment-file
 {%-     endif %}
-      - cmd: airflow-package
+      - file: airflow-venv-current
 {%-   else %}
 
 # Installed, so that a failover starts it here; runs where the primaries are.
@@ -75,4 +75,21 @@ airflow-{{ component.name }}:
     - require:
       - module: airflow-{{ component.name }}-unit
 {%-   endif %}
+{%- endfor %}
+
+{%- for name in airflow.units_retired %}
+
+# A unit of another release line (left by an upgrade or a rollback).
+airflow-{{ name }}-retired:
+  service.dead:
+    - name: airflow-{{ name }}
+    - enable: false
+  file.absent:
+    - name: /etc/systemd/system/airflow-{{ name }}.service
+    - require:
+      - service: airflow-{{ name }}-retired
+  module.run:
+    - service.systemctl_reload: []
+    - onchanges:
+      - file: airflow-{{ name }}-retired
 {%- endfor %}

@@ -54,14 +54,13 @@ def filled_in(pillar_root, environment):
     return pillar_root
 
 
-def lab_on_airflow(pillar_root, version, venv=None):
+def lab_on_airflow(pillar_root, version, venv=None, **pillar):
     """A copy of the pillar tree whose lab runs Airflow ``version`` (and
-    has its virtual environment at ``venv``)."""
-    shutil.copytree(PILLAR, pillar_root)
+    has its virtual environment at ``venv``), with further ``pillar``
+    keys: in the lab's local settings (pillar/lab/local.sls)."""
+    shutil.copytree(PILLAR, pillar_root, ignore=shutil.ignore_patterns("local.sls"))
     settings = {"version": version, **({"venv": str(venv)} if venv else {})}
-    (pillar_root / "lab" / "airflow_version.sls").write_text(yaml.safe_dump({"airflow": settings}))
-    init = pillar_root / "lab" / "init.sls"
-    init.write_text(init.read_text() + "  - lab.airflow_version\n")
+    (pillar_root / "lab" / "local.sls").write_text(yaml.safe_dump({"airflow": settings, **pillar}))
     return pillar_root
 
 
@@ -223,6 +222,31 @@ def test_a_highstate_does_not_move_a_node_to_another_release_line(render, tmp_pa
     on_2 = render("lab", "airflow-worker1", "Debian",
                   lab_on_airflow(tmp_path / "pillar-2", "2.10.5", venv))
     assert isinstance(on_2, dict), on_2
+
+
+def test_the_upgrade_runbooks_move_a_node_to_the_other_line_and_retire_its_units(render,
+                                                                                 tmp_path):
+    venv = tmp_path / "venv"
+    (venv / "lib" / "python3.11" / "site-packages" / "apache_airflow-2.10.5.dist-info").mkdir(
+        parents=True)
+    server = render("lab", "airflow-server1", "Debian",
+                    lab_on_airflow(tmp_path / "pillar-3", "3.3.2", venv, airflow_upgrade=True))
+    assert isinstance(server, dict), server
+    assert airflow_units(server) == ["api-server", "dag-processor", "flower", "scheduler"]
+    # Airflow 2's webserver is stopped, disabled and its unit removed.
+    assert service_function(server, "airflow-webserver-retired") == "dead"
+    assert state_args(server, "airflow-webserver-retired", "file")["name"] == \
+        "/etc/systemd/system/airflow-webserver.service"
+    assert state_args(server, "airflow-venv-current", "file")["target"] == \
+        "/opt/airflow/venvs/3.3.2"
+
+
+def test_airflow_2_retires_the_units_of_airflow_3(render, pillar_roots):
+    server = render("lab", "airflow-server1", "Debian", pillar_roots["lab-2"])
+    assert service_function(server, "airflow-api-server-retired") == "dead"
+    assert service_function(server, "airflow-dag-processor-retired") == "dead"
+    assert state_args(server, "airflow-venv-current", "file")["target"] == \
+        "/opt/airflow/venvs/2.10.5"
 
 
 def test_airflow_installs_offline_in_the_lab_and_from_the_index_elsewhere(render, pillar_roots):
