@@ -960,15 +960,24 @@ def secrets_applied(wait=300, down=None):
         salt-run airflow_ha.secrets_applied
     """
     def action():
-        cluster = _cluster()
-        nodes = sorted(_answering(cluster.nodes, down))
-        runbook.state_applied("the highstate", nodes, _nodes().apply(nodes, None, _LONG_SECONDS))
-        url = _health_url(cluster)
-        if url:
-            probes.wait_healthy(url, wait, "Airflow healthy through the load balancer")
+        nodes, url = _highstate_until_healthy(_cluster(), wait, down)
         return {"applied on": ", ".join(nodes), "healthy": url or "no load balancer"}
 
     return _step("secrets_applied", action)
+
+
+def _highstate_until_healthy(cluster, wait, down, pillar=None):
+    """The highstate of every answering node but those in ``down`` (with
+    ``pillar`` over the environment's), then Airflow healthy through the
+    load balancer within ``wait`` seconds; returns the nodes and the
+    health URL (None without a load balancer)."""
+    nodes = sorted(_answering(cluster.nodes, down))
+    runbook.state_applied("the highstate", nodes,
+                          _nodes().apply(nodes, None, _LONG_SECONDS, pillar=pillar))
+    url = _health_url(cluster)
+    if url:
+        probes.wait_healthy(url, wait, "Airflow healthy through the load balancer")
+    return nodes, url
 
 
 def fernet_reencrypt():
@@ -1365,16 +1374,12 @@ def upgrade_start(wait=300, down=None):
     """
     def action():
         cluster = _cluster()
-        nodes = sorted(_answering(cluster.nodes, down))
-        runbook.state_applied("the highstate", nodes, _nodes().apply(
-            nodes, None, _LONG_SECONDS, pillar=_UPGRADE_PILLAR))
+        nodes, url = _highstate_until_healthy(cluster, wait, down, pillar=_UPGRADE_PILLAR)
         versions = _nodes().airflow_versions(
             set(nodes) & set(cluster.airflow_nodes()),
             _settings(cluster, "airflow", _migrator(cluster))["venv"])
-        url = _health_url(cluster)
-        if url:
-            probes.wait_healthy(url, wait, "Airflow healthy through the load balancer")
-        return {"running": ", ".join(f"{node} {version}" for node, version in sorted(versions.items())),
+        return {"running": ", ".join(f"{node} {version}"
+                                     for node, version in sorted(versions.items())),
                 "healthy": url or "no load balancer"}
 
     return _step("upgrade_start", action)

@@ -1,7 +1,9 @@
 """Shared fixtures and the order of tests.
 
-Lab tests share one lab per run. Tests that break it run after the others:
-first everything else, then `destructive` tests, then `lab_teardown` tests.
+Lab tests share one lab per run. `lab_first` tests run first (the upgrade
+test, on a lab brought up on the Airflow version the marker names); tests
+that break the lab run after the others: first everything else, then
+`destructive` tests, then `lab_teardown` tests.
 """
 
 import importlib.util
@@ -40,6 +42,8 @@ shutdown_temp_handler()
 
 def pytest_collection_modifyitems(items):
     def rank(item):
+        if item.get_closest_marker("lab_first"):
+            return -1
         if item.get_closest_marker("lab_teardown"):
             return 2
         if item.get_closest_marker("destructive"):
@@ -105,15 +109,34 @@ def highstate(target, *args):
     return salt_json("--timeout=600", target, "state.apply", *args)
 
 
+# The lab's own pillar settings, outside git (pillar/lab/init.sls includes
+# the file when it exists): a test pins airflow:version there.
+LAB_LOCAL_PILLAR = REPO / "pillar" / "lab" / "local.sls"
+
+
+def pin_airflow_version(version):
+    """The lab's pillar asks for Airflow ``version`` from now on; with None,
+    for the state tree's default."""
+    if version:
+        LAB_LOCAL_PILLAR.write_text(yaml.safe_dump({"airflow": {"version": version}}))
+    else:
+        LAB_LOCAL_PILLAR.unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="session")
 def lab(request):
     """The lab, up and highstated; taken down at the end of the run unless
-    LAB_KEEP=1 (for iterating on lab tests without rebuilding the lab).
+    LAB_KEEP=1 (for iterating on lab tests without rebuilding the lab). It
+    comes up on the Airflow version a collected ``lab_first`` test names
+    (the upgrade test's 2.10.5), else on the state tree's default.
 
     bin/lab up prints its progress straight to the terminal (it takes minutes).
     """
     capture = request.config.pluginmanager.getplugin("capturemanager")
     ARTIFACTS.mkdir(exist_ok=True)
+    pin_airflow_version(next((marker.kwargs["airflow_version"] for item in request.session.items
+                              for marker in item.iter_markers("lab_first")
+                              if marker.kwargs.get("airflow_version")), None))
     with capture.global_and_fixture_disabled():
         print("\n-- bin/lab up", flush=True)
         returncode = subprocess.run([str(REPO / "bin" / "lab"), "up"], cwd=REPO).returncode
@@ -122,4 +145,5 @@ def lab(request):
     yield lab_nodes()
     if os.environ.get("LAB_KEEP") != "1":
         bin_lab("down")
+        pin_airflow_version(None)
 

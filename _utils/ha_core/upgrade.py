@@ -152,7 +152,7 @@ def dag_check_findings(ruff_output):
 
 def plan_lines(result, rollback=False):
     """The lines the pre-flight prints about its plan."""
-    name = "rollback" if rollback else "upgrade"
+    name = "roll back" if rollback else "upgrade"
     lines = ["    Airflow nodes: " + ", ".join(
         f"{node} {version or 'none yet'}" for node, version in sorted(result["installed"].items()))]
     if result["refused"]:
