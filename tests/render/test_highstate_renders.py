@@ -211,9 +211,11 @@ def test_airflow_2_runs_the_webserver_and_the_schedulers_dag_processor(render, p
 
 
 def test_a_highstate_does_not_move_a_node_to_another_release_line(render, tmp_path):
+    # The node's layout: venv is a link to the version's own environment.
+    (tmp_path / "venvs" / "2.10.5" / "lib" / "python3.11" / "site-packages" /
+     "apache_airflow-2.10.5.dist-info").mkdir(parents=True)
     venv = tmp_path / "venv"
-    (venv / "lib" / "python3.11" / "site-packages" / "apache_airflow-2.10.5.dist-info").mkdir(
-        parents=True)
+    venv.symlink_to(tmp_path / "venvs" / "2.10.5")
     on_3 = render("lab", "airflow-worker1", "Debian",
                   lab_on_airflow(tmp_path / "pillar-3", "3.3.2", venv))
     assert isinstance(on_3, list), "a highstate would move the node from Airflow 2 to 3"
