@@ -338,7 +338,8 @@ def _wait_for_earlier_steps(cluster, wait=_LONG_SECONDS):
 def _plan(cluster, action, force, switch_back, max_lag_bytes, discard, fenced,
           max_redis_lag_bytes):
     answering = _answering(cluster.nodes)
-    refusal = failover.pillar_refusal(_nodes().render_validation(sorted(answering)))
+    refusal = (failover.pillar_refusal(_nodes().render_validation(sorted(answering)))
+               or _release_line_refusal(cluster, answering))
     pg_states, redis_states = ({}, {}) if refusal else _nodes().data_tier_states(cluster,
                                                                                 answering)
     mined = action == "failover" and not refusal
@@ -858,7 +859,8 @@ def rotation_plan():
     try:
         _wait_for_earlier_steps(cluster)
         answering = _answering(cluster.nodes)
-        refusal = failover.pillar_refusal(_nodes().render_validation(sorted(answering)))
+        refusal = (failover.pillar_refusal(_nodes().render_validation(sorted(answering)))
+                   or _release_line_refusal(cluster, answering))
         pg_states = {} if refusal else _nodes().data_tier_states(cluster, answering)[0]
         drain_for = [what for what, changes in (
             ("Airflow's database password", _airflow_password_changes),
@@ -1094,6 +1096,18 @@ def _upgrade_plan(cluster, rollback):
     return upgrade.plan(target, installed, migrator, primary_role,
                         _backups(cluster) if cluster.primary in answering else [],
                         database_current=database_current, rollback=rollback)
+
+
+def _release_line_refusal(cluster, answering):
+    """Why a runbook whose steps apply Airflow's states must not run: an
+    answering Airflow node runs another release line than the pillar's
+    airflow:version (its states would refuse half-way); or None."""
+    nodes = sorted(answering & set(cluster.airflow_nodes()))
+    if not nodes:
+        return None
+    settings = _settings(cluster, "airflow", nodes[0])
+    return upgrade.release_line_refusal(str(settings["version"]),
+                                        _nodes().airflow_versions(nodes, settings["venv"]))
 
 
 def _migrator(cluster):

@@ -129,11 +129,29 @@ def _rollback_plan(result, target, installed, migrator, backups, database_curren
         result["refused"] = (
             f"the primary holds no dump taken from Airflow {target} (in {BACKUP_DIRECTORY}; "
             "orch.upgrade takes one before it migrates). If it is on the other database "
-            "server, fail back first (salt-run state.orchestrate orch.failback), then run "
-            "this again; otherwise set airflow:version to the version the nodes run")
+            f"server, fail back first, with airflow:version {result['from']} in the pillar "
+            "again (salt-run state.orchestrate orch.failback), then set it to "
+            f"{target} and run this again; otherwise set airflow:version to the version "
+            "the nodes run")
         return result
     result["mode"] = "rollback"
     return result
+
+
+def release_line_refusal(target, installed):
+    """Why a failover, failback or rotation must not run, or None: a node
+    in ``installed`` (``{node: version}``) runs another release line than
+    the pillar's ``target``, so the runbook's state runs would refuse on it
+    half-way (after the data tier moved)."""
+    others = sorted(node for node, version in installed.items()
+                    if version and release_line(version) != release_line(target))
+    if not others:
+        return None
+    running = ", ".join(f"{node} runs {installed[node]}" for node in others)
+    return (f"the pillar's airflow:version is {target}, but {running}: this runbook's state "
+            "runs would refuse half-way. Set airflow:version back to the version the nodes "
+            "run, or move them first (salt-run state.orchestrate orch.upgrade, or "
+            "orch.upgrade_rollback), then run this again")
 
 
 def dag_check_findings(ruff_output):

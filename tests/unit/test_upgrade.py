@@ -73,7 +73,8 @@ def test_a_rollback_restores_the_newest_dump_taken_from_the_pillar_version():
 def test_a_rollback_without_a_dump_on_the_primary_says_to_fail_back_first():
     result = upgrade.plan("2.10.5", running("3.3.2", "3.3.2", "3.3.2"), "s1", "primary", [],
                           rollback=True)
-    assert "orch.failback" in result["refused"]
+    assert ("fail back first, with airflow:version 3.3.2 in the pillar again (salt-run "
+            "state.orchestrate orch.failback), then set it to 2.10.5") in result["refused"]
 
 
 def test_a_finished_rollback_only_verifies_but_not_while_the_database_is_newer():
@@ -113,3 +114,11 @@ def test_plan_lines_say_what_the_run_does():
     lines = upgrade.plan_lines(plan(running("2.10.5", "2.10.5", "2.10.5")))
     assert lines[-1] == ("    upgrade 2.10.5 -> 3.3.2: take a dump first, migrate the database "
                          "once from s1")
+
+
+def test_a_runbook_refuses_while_the_pillar_names_another_release_line():
+    installed = {"s1": "3.3.2", "s2": "3.3.2", "w1": None}
+    assert upgrade.release_line_refusal("3.3.1", installed) is None  # same line
+    refusal = upgrade.release_line_refusal("2.10.5", installed)
+    assert refusal.startswith("the pillar's airflow:version is 2.10.5, but s1 runs 3.3.2, "
+                              "s2 runs 3.3.2: this runbook's state runs would refuse half-way")
