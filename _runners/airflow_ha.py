@@ -378,16 +378,26 @@ def stop_schedulers(down=None):
 def _stop_units(role, down, wait=120):
     """Stop the units of ``role`` (Airflow 3's DAG processor with the
     schedulers) on every answering node with that role but those in
-    ``down``, each within ``wait`` seconds, and check that they stay
-    stopped. A restart requested without waiting (the reactor's, for a node
-    that has just returned) can cancel the stop, or come after it: stop
-    again until it is stopped."""
+    ``down``: see _stopped_units."""
+    return {"stopped": ", ".join(_stopped_units(role, down, wait)) or "no answering node"}
+
+
+def _stopped_units(role, down, wait, every_line=False):
+    """Stop the units of ``role`` on every answering node with that role
+    but those in ``down`` (with ``every_line``, those of every release line
+    the node has), each within ``wait`` seconds, and check that they stay
+    stopped; returns them as UNIT@NODE. A restart requested without waiting
+    (the reactor's, for a node that has just returned) can cancel the stop,
+    or come after it: stop again until it is stopped."""
     cluster = _cluster()
     nodes = sorted(_answering(cluster.with_role(role), down))
     stopped_units = []
     for node in nodes:
-        here, elsewhere = _units(cluster, node, role)
-        for unit in here + elsewhere:
+        if every_line:
+            units = [unit for unit in _every_line_units(role) if _call(node, "service.available", unit)]
+        else:
+            units = [unit for units in _units(cluster, node, role) for unit in units]
+        for unit in units:
             def stopped(node=node, unit=unit):
                 try:
                     _call(node, "service.stop", unit, timeout=wait)
@@ -398,7 +408,14 @@ def _stop_units(role, down, wait=120):
 
             probes.wait_until(stopped, wait, f"{unit} stopped on {node}")
             stopped_units.append(f"{unit}@{node}")
-    return {"stopped": ", ".join(stopped_units) or "no answering node"}
+    return stopped_units
+
+
+def _every_line_units(role):
+    """The units of ``role`` on any release line (salt/airflow/versionmap.yaml)."""
+    return sorted({f"airflow-{component['name']}"
+                   for values in ha_nodes.release_lines(__opts__).values()
+                   for component in values["components"].get(role, ())})
 
 
 def pg_shut_down_primary(node, reason):
@@ -998,15 +1015,8 @@ def fernet_reencrypt():
     """
     def action():
         cluster = _cluster()
-        node = cluster.with_role("airflow-scheduler")[0]
-        airflow = _settings(cluster, "airflow", node)
-        result = _call(node, "cmd.run_all", f"{airflow['venv']}/bin/airflow rotate-fernet-key",
-                       runas=airflow["user"], env={"AIRFLOW_HOME": airflow["home"]},
-                       python_shell=False, timeout=_LONG_SECONDS)
-        if result["retcode"] != 0:
-            raise errors.OperationFailed(
-                f"airflow rotate-fernet-key on {node} exited {result['retcode']}: "
-                f"{result['stderr'][-500:]}")
+        node = _migrator(cluster)
+        _airflow_command(cluster, node, "rotate-fernet-key")
         return {"re-encrypted on": node}
 
     return _step("fernet_reencrypt", action)
@@ -1122,14 +1132,13 @@ def _backups(cluster):
     return [path.rsplit("/", 1)[-1] for path in paths or ()]
 
 
-def _airflow_command(cluster, node, arguments, venv=None, home=None, check=True):
-    """Run ``airflow ARGUMENTS`` on ``node`` as the service account (from
-    ``venv``, with AIRFLOW_HOME ``home``: the node's by default). Returns
+def _airflow_command(cluster, node, arguments, check=True):
+    """Run ``airflow ARGUMENTS`` on ``node`` as the service account. Returns
     the exit code, or with ``check`` the output, raising OperationFailed
     when it fails."""
     settings = _settings(cluster, "airflow", node)
-    result = _call(node, "cmd.run_all", f"{venv or settings['venv']}/bin/airflow {arguments}",
-                   runas=settings["user"], env={"AIRFLOW_HOME": home or settings["home"]},
+    result = _call(node, "cmd.run_all", f"{settings['venv']}/bin/airflow {arguments}",
+                   runas=settings["user"], env={"AIRFLOW_HOME": settings["home"]},
                    python_shell=False, timeout=_LONG_SECONDS)
     if not check:
         return result["retcode"]
@@ -1286,20 +1295,8 @@ def upgrade_stop(down=None):
         salt-run airflow_ha.upgrade_stop
     """
     def action():
-        cluster = _cluster()
-        lines = ha_nodes.release_lines(__opts__)
-        stopped = []
-        for role in _UPGRADE_STOP_ORDER:
-            names = sorted({component["name"] for values in lines.values()
-                            for component in values["components"].get(role, ())})
-            for node in sorted(_answering(cluster.with_role(role), down)):
-                for unit in (f"airflow-{name}" for name in names):
-                    if not _call(node, "service.available", unit):
-                        continue
-                    _call(node, "service.stop", unit, timeout=_LONG_SECONDS)
-                    if _call(node, "service.status", unit):
-                        raise errors.OperationFailed(f"{unit} on {node} still runs")
-                    stopped.append(f"{unit}@{node}")
+        stopped = [unit for role in _UPGRADE_STOP_ORDER
+                   for unit in _stopped_units(role, down, _LONG_SECONDS, every_line=True)]
         return {"stopped": ", ".join(stopped) or "nothing ran"}
 
     return _step("upgrade_stop", action)

@@ -14,7 +14,7 @@ import requests
 
 from tests.conftest import REPO, pin_airflow_version
 from tests.lab.airflow_api import Api, health, healthy, release_line, wait_until
-from tests.lab.writers import SECRETS, orchestrate
+from tests.lab.writers import SECRETS, ServersWatch, orchestrate
 
 pytestmark = [pytest.mark.lab, pytest.mark.lab_first(airflow_version="2.10.5")]
 
@@ -57,14 +57,18 @@ class DowntimeWatch(threading.Thread):
 
 
 def run_watching_downtime(say, runbook):
-    """Run the orchestration ``runbook`` while a DowntimeWatch polls; its
+    """Run the orchestration ``runbook`` while a DowntimeWatch polls, and
+    both servers are polled for two writers (there must never be); its
     exit status, output, seconds, and the longest stretch Airflow was
     unhealthy through the load balancer."""
-    watch = DowntimeWatch()
+    watch, writers = DowntimeWatch(), ServersWatch()
     watch.start()
+    writers.start()
     started = time.monotonic()
     returncode, output = orchestrate(say, runbook)
     seconds = time.monotonic() - started
+    writers.stop()
+    writers.assert_never_two_writers(say)
     return returncode, output, seconds, watch.stop()
 
 
