@@ -83,6 +83,18 @@ def say(capsys):
     return _say
 
 
+@pytest.fixture(scope="module")
+def say_module(request):
+    """say for module-scoped fixtures (a setup a module's tests share)."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+
+    def _say(line):
+        with capture.global_and_fixture_disabled():
+            print(line, flush=True)
+
+    return _say
+
+
 def bin_lab(*args, check=True, input=None):
     """Run bin/lab and return its result (stdout and stderr as text); input
     goes to its standard input (bin/lab exec passes it to the command)."""

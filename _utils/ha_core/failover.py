@@ -6,6 +6,8 @@ does, whether a switch lost nothing, and what is wrong with the cluster
 against the topology record. Nodes are named by minion id.
 """
 
+import json
+
 from ha_core.cluster import generation as generation_of
 from ha_core.pg_facts import lag_bytes, parse_lsn
 
@@ -350,21 +352,24 @@ def failback_decision(old, new, answering, pg_states, switch_back, old_address):
     return decision
 
 
-def rejoin_refusal(node, divergence, discard):
+def rejoin_refusal(node, divergence, discard, switch_back=True):
     """
     Why the failback must not rejoin ``node`` (``divergence``: its
     ``pg_replication.divergence``) without the operator's consent, or None:
     rejoining it discards the WAL it holds past the fork, and ``discard``
-    must name exactly that range.
+    must name exactly that range. The command it names keeps the
+    operator's ``switch_back``.
     """
     if not divergence["discarded_bytes"] or discard == divergence["discarded_lsn_range"]:
         return None
+    consent = {"discard": divergence["discarded_lsn_range"]}
+    if not switch_back:
+        consent["switch_back"] = False
     return (f"rejoining {node} would discard {divergence['discarded_bytes']} bytes of its WAL, "
             f"{divergence['discarded_lsn_range']}, past {divergence['fork_lsn']} where its "
             "history and the primary's part: commits it acknowledged that the primary lacks "
             "(a copy is kept beside its data directory). Nothing was changed. To accept, run "
-            "salt-run state.orchestrate orch.failback "
-            f"pillar='{{\"discard\": \"{divergence['discarded_lsn_range']}\"}}'")
+            f"salt-run state.orchestrate orch.failback pillar='{json.dumps(consent)}'")
 
 
 def streams_from(node, state, primary_state):
@@ -570,7 +575,8 @@ def plan(cluster, action, answering, pg_states, force=False, switch_back=True,
         if result["rejoin"] and not result["refused"] and divergence_of:
             result["divergence"] = divergence_of(result["rejoin"], old)
             result["discard"] = result["divergence"]["discarded_lsn_range"]
-            result["refused"] = rejoin_refusal(result["rejoin"], result["divergence"], discard)
+            result["refused"] = rejoin_refusal(result["rejoin"], result["divergence"], discard,
+                                               switch_back)
     return result
 
 

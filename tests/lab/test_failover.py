@@ -82,21 +82,23 @@ def _epoch(timestamp):
     return datetime.fromisoformat(timestamp).timestamp()
 
 
-def failback_with_consent(say):
-    """Run orch.failback; when it refuses to discard WAL the old primary
-    holds past the fork, check that it said which range and how to consent,
-    consent to exactly that range, and check that the copy was kept.
-    Returns the output of the run that succeeded."""
-    returncode, output = orchestrate(say, "orch.failback")
+def failback_with_consent(say, switch_back=True):
+    """Run orch.failback (with switch_back false: rejoin the former primary
+    as the standby, and leave the roles as they are); when it refuses to
+    discard WAL the old primary holds past the fork, check that it said
+    which range and how to consent, run the command it names, and check
+    that the copy was kept. Returns the output of the run that succeeded."""
+    pillar = [] if switch_back else ['pillar={"switch_back": false}']
+    returncode, output = orchestrate(say, "orch.failback", *pillar)
     if returncode != 0:
-        consent = re.search(r"pillar='\{\"discard\": \"([0-9A-F]+/[0-9A-F]+-[0-9A-F]+/[0-9A-F]+)"
-                            r"\"\}'", output)
-        assert consent and "would discard" in output, output
-        say(f"failback asked to discard {consent.group(1)}; consenting")
-        returncode, output = orchestrate(say, "orch.failback",
-                                         f'pillar={{"discard": "{consent.group(1)}"}}')
+        named = re.search(r"orch\.failback pillar='(\{[^']*\})'", output)
+        assert named and "would discard" in output, output
+        consent = json.loads(named.group(1))
+        assert consent.get("switch_back", True) == switch_back, output
+        say(f"failback asked to discard {consent['discard']}; consenting")
+        returncode, output = orchestrate(say, "orch.failback", f"pillar={named.group(1)}")
         assert returncode == 0, output
-        assert f"discarded {consent.group(1)}" in output and "kept in /" in output, output
+        assert f"discarded {consent['discard']}" in output and "kept in /" in output, output
     return output
 
 
@@ -220,7 +222,7 @@ def test_planned_failback_switches_back_to_the_preferred_primary(lab, say):
 
 
 @pytest.mark.destructive
-def test_unplanned_failover_fences_the_crashed_primary_and_failback_rewinds_it(lab, say):
+def test_unplanned_failover_fences_the_crashed_primary_and_the_rejoin_rewinds_it(lab, say):
     watch = ServersWatch()
     watch.start()
     try:
@@ -248,13 +250,17 @@ def test_unplanned_failover_fences_the_crashed_primary_and_failback_rewinds_it(l
         assert status["running"] and status["role"] == "standby" and status["fenced"], status
         assert not writable(SERVER1)
 
-        output = failback_with_consent(say)
+        # It rejoins as the standby; the roles stay (the safety scenarios
+        # after this module start from either server).
+        output = failback_with_consent(say, switch_back=False)
         rejoin = re.search(r"rejoin PostgreSQL on airflow-server1.*\n.*method (\w+), rejoin "
                            r"([\d.]+) s", output)
         assert rejoin and rejoin.group(1) in ("none", "rewind"), output
         say(f"BENCHMARK failback: {SERVER1} rejoined by {rejoin.group(1)} in "
             f"{rejoin.group(2)} s")
-        assert writable(SERVER1) and not writable(SERVER2)
+        assert writable(SERVER2) and not writable(SERVER1)
+        assert psql(SERVER2, "select application_name, state from pg_stat_replication"
+                    ).stdout.strip() == f"{SERVER1}|streaming"
     finally:
         watch.stop()
     watch.assert_never_two_writers(say)

@@ -7,7 +7,13 @@ running them again. Throughout each, a client writes to PostgreSQL and
 Redis and both servers are polled: never two writable PostgreSQL
 primaries, never two Redis masters; afterwards every acknowledged write is
 on the final primary, or lost only where a crash or the operator's consent
-explains it (tests/lab/writers.py)."""
+explains it (tests/lab/writers.py).
+
+Each scenario starts from whichever server is the primary and ends with the
+pair redundant, by the shortest path: a forced failover ends with the
+former primary rejoined as the standby (orch.failback switch_back=false),
+not with a switch back. The module switches back to the preferred primary
+once, at its end, for the modules after it."""
 
 import json
 import re
@@ -26,6 +32,26 @@ from tests.lab.writers import (SERVER1, SERVER2, WORKER, assert_loss_accounted,
 pytestmark = [pytest.mark.lab, pytest.mark.destructive]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def preferred_primary_at_the_end(lab, say_module):
+    yield
+    if record()["primary"] != SERVER1:
+        returncode, output = orchestrate(say_module, "orch.failback")
+        assert returncode == 0, output
+
+
+def pair():
+    """(primary, standby): the servers as the topology record has them."""
+    primary = record()["primary"]
+    return primary, (SERVER2 if primary == SERVER1 else SERVER1)
+
+
+def rejoin(say):
+    """The former primary rejoins as the standby (consenting to the WAL
+    it would discard); the roles stay."""
+    failback_with_consent(say, switch_back=False)
+
+
 def pg_status(node):
     return salt_json(node, "pg_replication.status")[node]
 
@@ -36,13 +62,13 @@ def assert_the_writer(primary):
     assert not writable(other) and not redis_master(other)
 
 
-def fail_over_then_lose_both(say):
-    """The primary crashes, a forced failover promotes the other server,
-    then that one crashes too: both down, the stale one's record older."""
-    bin_lab("crash", SERVER1)
+def fail_over_then_lose_both(say, primary, standby):
+    """The primary crashes, a forced failover promotes the standby, then
+    that one crashes too: both down, the stale one's record older."""
+    bin_lab("crash", primary)
     returncode, output = orchestrate(say, "orch.failover", 'pillar={"force": true}')
     assert returncode == 0, output
-    bin_lab("crash", SERVER2)
+    bin_lab("crash", standby)
 
 
 def restart(node, unit):
@@ -76,45 +102,47 @@ def test_a_rebooted_primary_beside_its_warm_standby_comes_back_as_primary(lab, s
     """Scenario 2: the standby answers no SQL (warm), but its peer report
     says it runs in recovery with the same record: positive evidence, no
     operator."""
-    with watched(lab, say, SERVER1) as writer:
-        bin_lab("crash", SERVER1)
-        bin_lab("start", SERVER1)
-        wait_until(lambda: writable(SERVER1), 120, f"{SERVER1} writable again")
-        wait_until(lambda: redis_master(SERVER1), 60, f"Redis on {SERVER1} master again")
+    primary, _ = pair()
+    with watched(lab, say, primary) as writer:
+        bin_lab("crash", primary)
+        bin_lab("start", primary)
+        wait_until(lambda: writable(primary), 120, f"{primary} writable again")
+        wait_until(lambda: redis_master(primary), 60, f"Redis on {primary} master again")
         time.sleep(2)  # writes flow again
-    assert not pg_status(SERVER1)["fenced"]
-    assert_the_writer(SERVER1)
-    assert_loss_accounted(say, writer, writer.acknowledged, SERVER1)
+    assert not pg_status(primary)["fenced"]
+    assert_the_writer(primary)
+    assert_loss_accounted(say, writer, writer.acknowledged, primary)
 
 
 def test_a_primary_cut_off_from_its_peer_restarts_fenced_until_unfenced(lab, say):
     """Scenario 2: a primary that cannot reach its peer when it starts
     starts fenced and says so, until the operator runs unfence."""
-    with watched(lab, say, SERVER1) as writer:
-        bin_lab("isolate", SERVER1, "--from", SERVER2)
+    primary, standby = pair()
+    with watched(lab, say, primary) as writer:
+        bin_lab("isolate", primary, "--from", standby)
         try:
-            restart(SERVER1, "postgresql@15-main")
-            restart(SERVER1, "redis-server")
-            state = pg_status(SERVER1)
+            restart(primary, "postgresql@15-main")
+            restart(primary, "redis-server")
+            state = pg_status(primary)
             assert state["role"] == "standby" and state["fenced"], state
             assert state["fence"]["reason"].startswith("start guard:")
-            assert f"{SERVER2} does not report" in state["fence"]["reason"]
-            assert not writable(SERVER1) and not redis_master(SERVER1)
-            journal = bin_lab("exec", SERVER1, "--", "journalctl", "-u", "postgresql@15-main",
+            assert f"{standby} does not report" in state["fence"]["reason"]
+            assert not writable(primary) and not redis_master(primary)
+            journal = bin_lab("exec", primary, "--", "journalctl", "-u", "postgresql@15-main",
                               "-n", "30", "--no-pager").stdout
             assert "salt-run airflow_ha.unfence" in journal
             returncode, status = salt_run("airflow_ha.status")
             assert "fenced by its start guard" in status and "airflow_ha.unfence" in status
         finally:
-            bin_lab("heal", SERVER1)
+            bin_lab("heal", primary)
         returncode, output = salt_run("airflow_ha.unfence")
         say(output.strip().splitlines()[-1])
         assert returncode == 0, output
-        wait_until(lambda: writable(SERVER1), 60, f"{SERVER1} writable after unfence")
+        wait_until(lambda: writable(primary), 60, f"{primary} writable after unfence")
         time.sleep(2)
-    assert_the_writer(SERVER1)
-    assert_nothing_lost(writer, writer.acknowledged, SERVER1)  # clean restarts: nothing lost
-    wait_whole(f"{SERVER2} streaming again")
+    assert_the_writer(primary)
+    assert_nothing_lost(writer, writer.acknowledged, primary)  # clean restarts: nothing lost
+    wait_whole(f"{standby} streaming again")
 
 
 def test_both_servers_down_after_a_forced_failover_stale_one_first(lab, say):
@@ -122,20 +150,21 @@ def test_both_servers_down_after_a_forced_failover_stale_one_first(lab, say):
     so it starts fenced. The newer primary boots next: its peer reports
     recovery and an older record, so it starts as the primary, without
     help."""
-    with watched(lab, say, SERVER1) as writer:
-        fail_over_then_lose_both(say)
-        bin_lab("start", SERVER1)
-        state = pg_status(SERVER1)
+    stale, newer = pair()
+    with watched(lab, say, stale) as writer:
+        fail_over_then_lose_both(say, stale, newer)
+        bin_lab("start", stale)
+        state = pg_status(stale)
         assert state["fenced"] and state["role"] == "standby", state
-        assert not writable(SERVER1) and not redis_master(SERVER1)
-        bin_lab("start", SERVER2)
-        wait_until(lambda: writable(SERVER2), 120, f"{SERVER2} writable")
-        wait_until(lambda: redis_master(SERVER2), 60, f"Redis on {SERVER2} master")
-        assert not writable(SERVER1)
-        failback_with_consent(say)
+        assert not writable(stale) and not redis_master(stale)
+        bin_lab("start", newer)
+        wait_until(lambda: writable(newer), 120, f"{newer} writable")
+        wait_until(lambda: redis_master(newer), 60, f"Redis on {newer} master")
+        assert not writable(stale)
+        rejoin(say)
         time.sleep(2)
-    assert_the_writer(SERVER1)
-    assert_loss_accounted(say, writer, writer.acknowledged, SERVER1)
+    assert_the_writer(newer)
+    assert_loss_accounted(say, writer, writer.acknowledged, newer)
 
 
 def test_both_servers_down_newer_one_first_waits_for_unfence(lab, say):
@@ -143,24 +172,25 @@ def test_both_servers_down_newer_one_first_waits_for_unfence(lab, say):
     cannot prove it is the writer and starts fenced; the stale one follows
     and finds a newer record. Nobody writes until the operator runs
     unfence, which picks the writer by generation, not by boot order."""
-    with watched(lab, say, SERVER1) as writer:
-        fail_over_then_lose_both(say)
-        bin_lab("start", SERVER2)
-        bin_lab("start", SERVER1)
-        for node in (SERVER1, SERVER2):
+    stale, newer = pair()
+    with watched(lab, say, stale) as writer:
+        fail_over_then_lose_both(say, stale, newer)
+        bin_lab("start", newer)
+        bin_lab("start", stale)
+        for node in (stale, newer):
             state = pg_status(node)
             assert state["fenced"] and state["role"] == "standby", (node, state)
-        assert not writable(SERVER1) and not writable(SERVER2)
-        returncode, output = salt_run("airflow_ha.unfence", SERVER1)
-        assert returncode != 0 and f"{SERVER1} is not the writer" in output, output
+        assert not writable(stale) and not writable(newer)
+        returncode, output = salt_run("airflow_ha.unfence", stale)
+        assert returncode != 0 and f"{stale} is not the writer" in output, output
         returncode, output = salt_run("airflow_ha.unfence")
         assert returncode == 0, output
-        wait_until(lambda: writable(SERVER2), 60, f"{SERVER2} writable after unfence")
-        failback_with_consent(say)
+        wait_until(lambda: writable(newer), 60, f"{newer} writable after unfence")
+        rejoin(say)
         time.sleep(2)
-    assert_the_writer(SERVER1)
-    assert record()["primary"] == SERVER1
-    assert_loss_accounted(say, writer, writer.acknowledged, SERVER1)
+    assert_the_writer(newer)
+    assert record()["primary"] == newer
+    assert_loss_accounted(say, writer, writer.acknowledged, newer)
 
 
 # -- Runs under faults: fence before promote, runs finished, the record ---------------
@@ -171,56 +201,30 @@ def test_a_forced_failover_of_a_live_primary_fences_it_before_promoting(lab, say
     and stream. The operator's word that it is fenced is refused (the
     standby still streams from it); the fence agent powers it off, its
     ports are checked closed, and only then is the standby promoted."""
-    bin_lab("exec", SERVER1, "--", "systemctl", "stop", "salt-minion")
-    with watched(lab, say, SERVER1) as writer:
+    primary, standby = pair()
+    bin_lab("exec", primary, "--", "systemctl", "stop", "salt-minion")
+    with watched(lab, say, primary) as writer:
         returncode, output = orchestrate(
-            say, "orch.failover", f'pillar={{"force": true, "fenced": "{SERVER1}"}}')
-        assert returncode != 0 and f"{SERVER1} was named fenced, but it runs" in output, output
-        assert "WAL receiver on airflow-server2 is streaming from it" in output
-        assert writable(SERVER1) and not writable(SERVER2)
+            say, "orch.failover", f'pillar={{"force": true, "fenced": "{primary}"}}')
+        assert returncode != 0 and f"{primary} was named fenced, but it runs" in output, output
+        assert f"WAL receiver on {standby} is streaming from it" in output
+        assert writable(primary) and not writable(standby)
 
         returncode, output = orchestrate(say, "orch.failover", 'pillar={"force": true}')
         assert returncode == 0, output
         assert re.search(rf"fenced by the fence agent \S+/bin/lab, verified ports 5432, 6379 "
-                         rf"of {lab[SERVER1]} closed, seen from {SERVER2}", output), output
+                         rf"of {lab[primary]} closed, seen from {standby}", output), output
         # The order: fenced first, then promoted.
-        assert output.index(f"==> fence {SERVER1}") < output.index("==> promote PostgreSQL")
-        assert_the_writer(SERVER2)
-        assert record()["fenced"] == [SERVER1]
+        assert output.index(f"==> fence {primary}") < output.index("==> promote PostgreSQL")
+        assert_the_writer(standby)
+        assert record()["fenced"] == [primary]
         assert problems() == []  # powered off, and known fenced: no problem
-        bin_lab("start", SERVER1)
-        assert pg_status(SERVER1)["fenced"] and not writable(SERVER1)
-        failback_with_consent(say)
+        bin_lab("start", primary)
+        assert pg_status(primary)["fenced"] and not writable(primary)
+        rejoin(say)
         time.sleep(2)
-    assert_the_writer(SERVER1)
-    assert_loss_accounted(say, writer, writer.acknowledged, SERVER1)
-
-
-def test_a_planned_switch_broken_half_way_is_finished_by_running_it_again(lab, say):
-    """Scenario 5: the Redis handover fails after PostgreSQL was promoted.
-    The re-run finishes the switch; nothing is lost, never two writers."""
-    def break_the_redis_link(line):
-        if line.startswith("==> check that"):
-            redis_master_link_broken(SERVER2)
-
-    with watched(lab, say, SERVER1) as writer:
-        returncode, output = orchestrate(say, "orch.failover", on_line=break_the_redis_link)
-        assert returncode != 0 and "what to do next" in output, output
-        assert writable(SERVER2) and redis_master(SERVER1) and record()["primary"] == SERVER1
-        restart(SERVER2, "redis-server")  # its link repaired
-        wait_until(lambda: "master_link_status:up" in redis_cli(SERVER2, "INFO", "replication"),
-                   60, f"Redis on {SERVER2} linked again")
-        returncode, output = orchestrate(say, "orch.failover")
-        assert returncode == 0, output
-        assert "plan: resume switch" in output and "already" in output, output
-        assert record()["primary"] == SERVER2
-        wait_whole("after the finished switch")
-        returncode, output = orchestrate(say, "orch.failback")
-        assert returncode == 0, output
-        time.sleep(2)
-    assert_the_writer(SERVER1)
-    pg_acked, redis_acked = assert_nothing_lost(writer, writer.acknowledged, SERVER1)
-    say(f"{len(pg_acked)} rows and {len(redis_acked)} Redis items acknowledged, none lost")
+    assert_the_writer(standby)
+    assert_loss_accounted(say, writer, writer.acknowledged, standby)
 
 
 # The steps of a planned switch, by the first words of their progress lines.
@@ -232,25 +236,55 @@ def test_a_planned_switch_killed_before_each_step_is_finished_by_the_next_run(la
     """Every row of the README's "When a step fails": a run of orch.failover
     is killed as each step begins (as a lost master would stop it), and the
     next run of the same runbook takes over from there (resume, then
-    finish) until the switch is whole. A failback killed after recording
-    is finished the same way. Nothing is lost, never two writers."""
-    with watched(lab, say, SERVER1) as writer:
+    finish) until the switch is whole. The switch back, killed after
+    recording, is finished the same way. Nothing is lost, never two writers."""
+    primary, standby = pair()
+    with watched(lab, say, primary) as writer:
         for step in PLANNED_STEPS:
             returncode, output = orchestrate(say, "orch.failover", stop_at=step)
             assert returncode != 0 and "REFUSED" not in output, output
         returncode, output = orchestrate(say, "orch.failover")
         assert returncode == 0, output
         assert "plan: finish the orch.failover that recorded" in output, output
-        assert record()["primary"] == SERVER2 and problems() == []
-        returncode, output = orchestrate(say, "orch.failback", stop_at="==> point Airflow")
+        assert record()["primary"] == standby and problems() == []
+        # Back to the preferred primary by failback; from the other, by failover.
+        back = "orch.failback" if primary == SERVER1 else "orch.failover"
+        returncode, output = orchestrate(say, back, stop_at="==> point Airflow")
         assert returncode != 0, output
-        returncode, output = orchestrate(say, "orch.failback")
+        returncode, output = orchestrate(say, back)
         assert returncode == 0, output
-        assert f"point Airflow at {SERVER1}" in output, output
+        assert f"point Airflow at {primary}" in output, output
         time.sleep(2)
-    assert_the_writer(SERVER1)
+    assert_the_writer(primary)
     assert problems() == []
-    assert_nothing_lost(writer, writer.acknowledged, SERVER1)
+    assert_nothing_lost(writer, writer.acknowledged, primary)
+
+
+def test_a_planned_switch_broken_half_way_is_finished_by_running_it_again(lab, say):
+    """Scenario 5: the Redis handover fails after PostgreSQL was promoted.
+    The re-run finishes the switch; nothing is lost, never two writers."""
+    primary, standby = pair()
+
+    def break_the_redis_link(line):
+        if line.startswith("==> check that"):
+            redis_master_link_broken(standby)
+
+    with watched(lab, say, primary) as writer:
+        returncode, output = orchestrate(say, "orch.failover", on_line=break_the_redis_link)
+        assert returncode != 0 and "what to do next" in output, output
+        assert writable(standby) and redis_master(primary) and record()["primary"] == primary
+        restart(standby, "redis-server")  # its link repaired
+        wait_until(lambda: "master_link_status:up" in redis_cli(standby, "INFO", "replication"),
+                   60, f"Redis on {standby} linked again")
+        returncode, output = orchestrate(say, "orch.failover")
+        assert returncode == 0, output
+        assert "plan: resume switch" in output and "already" in output, output
+        assert record()["primary"] == standby
+        wait_whole("after the finished switch")
+        time.sleep(2)
+    assert_the_writer(standby)
+    pg_acked, redis_acked = assert_nothing_lost(writer, writer.acknowledged, standby)
+    say(f"{len(pg_acked)} rows and {len(redis_acked)} Redis items acknowledged, none lost")
 
 
 def test_a_failback_discards_a_former_primarys_commits_only_with_consent(lab, say):
@@ -258,48 +292,51 @@ def test_a_failback_discards_a_former_primarys_commits_only_with_consent(lab, sa
     crashes; after the forced failover the failback shows the WAL the
     rejoin would discard, refuses without consent, and with it keeps a
     copy: the loss is exactly what was shown."""
-    with watched(lab, say, SERVER1) as writer:
+    primary, standby = pair()
+    with watched(lab, say, primary) as writer:
         cut_off = time.time()
-        bin_lab("isolate", SERVER1, "--from", SERVER2)
-        psql(SERVER1, "create table scenario4 as select generate_series(1, 1000) as n")
-        bin_lab("crash", SERVER1)
+        bin_lab("isolate", primary, "--from", standby)
+        psql(primary, "create table scenario4 as select generate_series(1, 1000) as n")
+        bin_lab("crash", primary)
         returncode, output = orchestrate(say, "orch.failover", 'pillar={"force": true}')
         assert returncode == 0, output
-        bin_lab("start", SERVER1)  # a restart undoes the cut; it starts fenced
-        returncode, output = orchestrate(say, "orch.failback")
+        bin_lab("start", primary)  # a restart undoes the cut; it starts fenced
+        no_switch_back = 'pillar={"switch_back": false}'
+        returncode, output = orchestrate(say, "orch.failback", no_switch_back)
         shown = re.search(r"would discard (\d+) bytes of its WAL, ([0-9A-F/]+-[0-9A-F/]+),", output)
         assert returncode != 0 and shown and int(shown.group(1)) > 0, output
-        assert pg_status(SERVER1)["fenced"] and writable(SERVER2)  # nothing changed
-        returncode, output = orchestrate(say, "orch.failback",
-                                         f'pillar={{"discard": "{shown.group(2)}"}}')
+        assert pg_status(primary)["fenced"] and writable(standby)  # nothing changed
+        returncode, output = orchestrate(
+            say, "orch.failback", f'pillar={{"discard": "{shown.group(2)}", "switch_back": false}}')
         assert returncode == 0, output
         assert f"discarded {shown.group(2)} ({shown.group(1)} bytes)" in output
         kept = re.search(r"kept in (/[^\s,]+)", output).group(1)
-        assert bin_lab("exec", SERVER1, "--", "test", "-d", kept, check=False).returncode == 0
+        assert bin_lab("exec", primary, "--", "test", "-d", kept, check=False).returncode == 0
         time.sleep(2)
-    assert_the_writer(SERVER1)
-    assert psql(SERVER1, "select to_regclass('scenario4')").stdout.strip() == ""
+    assert_the_writer(standby)
+    assert psql(standby, "select to_regclass('scenario4')").stdout.strip() == ""
     # What the cut-off primary acknowledged was in the range discarded with consent.
-    assert_loss_accounted(say, writer, writer.acknowledged, SERVER1, consented={
-        "postgresql": (lab[SERVER1], cut_off), "redis": (lab[SERVER1], cut_off)})
+    assert_loss_accounted(say, writer, writer.acknowledged, standby, consented={
+        "postgresql": (lab[primary], cut_off), "redis": (lab[primary], cut_off)})
 
 
 def test_status_counts_a_silent_database_node_not_known_fenced(lab, say):
     """Scenario 9: status and verify do not judge only from the minions that
     answer: a database node that does not answer is a problem."""
-    with watched(lab, say, SERVER1) as writer:
-        bin_lab("exec", SERVER2, "--", "systemctl", "stop", "salt-minion")
+    primary, standby = pair()
+    with watched(lab, say, primary) as writer:
+        bin_lab("exec", standby, "--", "systemctl", "stop", "salt-minion")
         try:
-            assert (f"{SERVER2} does not answer and is not known fenced: it may still take "
+            assert (f"{standby} does not answer and is not known fenced: it may still take "
                     "writes; check it, or power it off") in problems()
             returncode, output = salt_run("airflow_ha.verify", "wait=5")
             assert returncode != 0, output
-            assert f"{SERVER2} does not answer and is not known fenced" in output
+            assert f"{standby} does not answer and is not known fenced" in output
         finally:
-            bin_lab("exec", SERVER2, "--", "systemctl", "start", "salt-minion")
-        wait_whole(f"{SERVER2}'s minion back")
-    assert_the_writer(SERVER1)
-    assert_nothing_lost(writer, writer.acknowledged, SERVER1)
+            bin_lab("exec", standby, "--", "systemctl", "start", "salt-minion")
+        wait_whole(f"{standby}'s minion back")
+    assert_the_writer(primary)
+    assert_nothing_lost(writer, writer.acknowledged, primary)
 
 
 def test_a_stopped_primary_whose_standby_lacks_its_last_commits_is_not_failed_over(lab, say):
@@ -308,33 +345,34 @@ def test_a_stopped_primary_whose_standby_lacks_its_last_commits_is_not_failed_ov
     failed leaves it) with commits the standby lacks. Re-running the
     failover, forced or not, refuses and names the command that brings the
     primary back; that command does, and nothing is lost."""
-    with watched(lab, say, SERVER1) as writer:
-        bin_lab("isolate", SERVER2, "--from", SERVER1)
+    primary, standby = pair()
+    with watched(lab, say, primary) as writer:
+        bin_lab("isolate", standby, "--from", primary)
         try:
-            psql(SERVER1, "select pg_terminate_backend(pid) from pg_stat_replication")
-            wait_until(lambda: psql(SERVER1, "select count(*) from pg_stat_replication"
+            psql(primary, "select pg_terminate_backend(pid) from pg_stat_replication")
+            wait_until(lambda: psql(primary, "select count(*) from pg_stat_replication"
                                     ).stdout.strip() == "0", 30, "no walsender left")
             returncode, output = orchestrate(say, "orch.failover")
             assert returncode != 0 and "refused before changing anything" in output, output
-            psql(SERVER1, "create table scenario6 as select 1 as n")
-            salt_json(SERVER1, "pg_replication.fence", "reason=test: a switch stopped here")
+            psql(primary, "create table scenario6 as select 1 as n")
+            salt_json(primary, "pg_replication.fence", "reason=test: a switch stopped here")
             for pillar in ([], ['pillar={"force": true}']):
                 returncode, output = orchestrate(say, "orch.failover", *pillar)
                 assert returncode != 0, output
                 assert "has received only up to" in output, output
-                assert f"salt-run airflow_ha.unfence {SERVER1}" in output
-                assert pg_status(SERVER2)["role"] == "standby" and not writable(SERVER2)
+                assert f"salt-run airflow_ha.unfence {primary}" in output
+                assert pg_status(standby)["role"] == "standby" and not writable(standby)
         finally:
-            bin_lab("heal", SERVER2)
-        returncode, output = salt_run("airflow_ha.unfence", SERVER1)
+            bin_lab("heal", standby)
+        returncode, output = salt_run("airflow_ha.unfence", primary)
         assert returncode == 0, output
-        wait_until(lambda: writable(SERVER1), 60, f"{SERVER1} writable again")
+        wait_until(lambda: writable(primary), 60, f"{primary} writable again")
         time.sleep(2)
-    assert_the_writer(SERVER1)
-    assert psql(SERVER1, "select n from scenario6").stdout.strip() == "1"
-    psql(SERVER1, "drop table scenario6")
-    assert_nothing_lost(writer, writer.acknowledged, SERVER1)
-    wait_whole(f"{SERVER2} streaming again")
+    assert_the_writer(primary)
+    assert psql(primary, "select n from scenario6").stdout.strip() == "1"
+    psql(primary, "drop table scenario6")
+    assert_nothing_lost(writer, writer.acknowledged, primary)
+    wait_whole(f"{standby} streaming again")
 
 
 def test_a_forced_redis_promotion_is_bounded_and_a_crashed_primary_fenced_by_its_minion(lab,
@@ -344,56 +382,58 @@ def test_a_forced_redis_promotion_is_bounded_and_a_crashed_primary_fenced_by_its
     failover:max_redis_lag_bytes, so even a forced failover refuses. Raised
     for one run, as the refusal says, the minion fences the old primary's
     PostgreSQL and Redis first, and exactly the shown loss happens."""
-    with watched(lab, say, SERVER1) as writer:
+    primary, standby = pair()
+    with watched(lab, say, primary) as writer:
         link_broken = time.time()
-        redis_master_link_broken(SERVER2)
-        redis_cli(SERVER1, "EVAL", "redis.call('set', 'scenario10', string.rep('x', 2000000))",
+        redis_master_link_broken(standby)
+        redis_cli(primary, "EVAL", "redis.call('set', 'scenario10', string.rep('x', 2000000))",
                   "0")
-        bin_lab("exec", SERVER1, "--", "pkill", "-KILL", "-f", "postgres: 15/main|bin/postgres")
+        bin_lab("exec", primary, "--", "pkill", "-KILL", "-f", "postgres: 15/main|bin/postgres")
         returncode, output = orchestrate(say, "orch.failover", 'pillar={"force": true}')
         assert returncode != 0 and "max_redis_lag_bytes" in output, output
         lag = int(re.search(r"is (\d+) bytes behind its master", output).group(1))
         assert lag > 2000000 and f'"max_redis_lag_bytes": {lag}' in output
-        assert pg_status(SERVER2)["role"] == "standby" and redis_master(SERVER1)
+        assert pg_status(standby)["role"] == "standby" and redis_master(primary)
         # Its Redis still takes writes (the writer's, Airflow's), so the gap grows: headroom.
         returncode, output = orchestrate(
             say, "orch.failover", f'pillar={{"force": true, "max_redis_lag_bytes": {lag + 2**22}}}')
         assert returncode == 0, output
         assert "fenced by its minion: PostgreSQL and Redis stopped and fenced" in output
-        assert redis_cli(SERVER2, "EXISTS", "scenario10").strip() == "0"  # the accepted loss
-        assert_the_writer(SERVER2)
-        assert "master_link_status:up" in redis_cli(SERVER1, "INFO", "replication")
-        failback_with_consent(say)
+        assert redis_cli(standby, "EXISTS", "scenario10").strip() == "0"  # the accepted loss
+        assert_the_writer(standby)
+        assert "master_link_status:up" in redis_cli(primary, "INFO", "replication")
+        rejoin(say)
         time.sleep(2)
-    assert_the_writer(SERVER1)
+    assert_the_writer(standby)
     # Redis writes after the link broke were the loss the raised bound accepted.
-    assert_loss_accounted(say, writer, writer.acknowledged, SERVER1,
-                          consented={"redis": (lab[SERVER1], link_broken)})
+    assert_loss_accounted(say, writer, writer.acknowledged, standby,
+                          consented={"redis": (lab[primary], link_broken)})
 
 
 def test_a_lost_master_record_stops_the_highstate_until_recorded_again(lab, say):
     """Scenario 7: the master's record is gone while the nodes hold copies
     of a later generation: the highstate refuses and names the fix, and no
     Airflow unit restarts."""
+    primary, standby = pair()
     path = Path(salt_run_json("airflow_ha.topology")["path"])
     saved = path.read_text()
-    since = bin_lab("exec", SERVER2, "--", "systemctl", "show", "-P", "ActiveEnterTimestamp",
+    since = bin_lab("exec", standby, "--", "systemctl", "show", "-P", "ActiveEnterTimestamp",
                     "airflow-scheduler").stdout
-    with watched(lab, say, SERVER1) as writer:
+    with watched(lab, say, primary) as writer:
         path.unlink()
         try:
-            results = highstate(SERVER2)[SERVER2]
+            results = highstate(standby)[standby]
             text = json.dumps(results)
             assert "the master's topology record is missing, older than the copy" in text
             assert "salt-run airflow_ha.record_primary" in text
         finally:
-            returncode, output = salt_run("airflow_ha.record_primary", SERVER1, "reason=restored")
+            returncode, output = salt_run("airflow_ha.record_primary", primary, "reason=restored")
         assert returncode == 0, output
     assert json.loads(path.read_text())["generation"] > json.loads(saved)["generation"]
-    assert bin_lab("exec", SERVER2, "--", "systemctl", "show", "-P", "ActiveEnterTimestamp",
+    assert bin_lab("exec", standby, "--", "systemctl", "show", "-P", "ActiveEnterTimestamp",
                    "airflow-scheduler").stdout == since
-    assert_the_writer(SERVER1)
-    assert_nothing_lost(writer, writer.acknowledged, SERVER1)
+    assert_the_writer(primary)
+    assert_nothing_lost(writer, writer.acknowledged, primary)
 
 
 def test_a_worker_down_during_a_failover_follows_when_it_returns(lab, say):
@@ -401,7 +441,8 @@ def test_a_worker_down_during_a_failover_follows_when_it_returns(lab, say):
     it was not reached; when its minion starts, the reactor gives it the
     new broker before it takes work. (The writer runs on the standby
     server here: the worker is the node that goes down.)"""
-    with watched(lab, say, SERVER1, writer_node=SERVER2) as writer:
+    primary, standby = pair()
+    with watched(lab, say, primary, writer_node=standby) as writer:
         bin_lab("crash", WORKER)
         returncode, output = orchestrate(say, "orch.failover")
         assert returncode == 0, output
@@ -409,17 +450,12 @@ def test_a_worker_down_during_a_failover_follows_when_it_returns(lab, say):
             in output
         bin_lab("start", WORKER)
         config = "/opt/airflow/airflow.cfg"
-        wait_until(lambda: lab[SERVER2] in bin_lab("exec", WORKER, "--", "grep", "^broker_url",
+        wait_until(lambda: lab[standby] in bin_lab("exec", WORKER, "--", "grep", "^broker_url",
                                                    config, check=False).stdout,
-                   180, f"{WORKER}'s broker is Redis on {SERVER2}")
+                   180, f"{WORKER}'s broker is Redis on {standby}")
         wait_until(lambda: bin_lab("exec", WORKER, "--", "systemctl", "is-active",
                                    "airflow-worker", check=False).stdout.strip() == "active",
                    120, "its worker active")
-        returncode, output = orchestrate(say, "orch.failback")
-        assert returncode == 0, output
-        # Its worker restarted when its broker moved, since its new configuration: not again.
-        assert re.search(r"(restart requested \(warm: running tasks finish first\)|started "
-                         rf"since the new configuration) airflow-worker@{WORKER}", output), output
         time.sleep(2)
-    assert_the_writer(SERVER1)
-    assert_nothing_lost(writer, writer.acknowledged, SERVER1)
+    assert_the_writer(standby)
+    assert_nothing_lost(writer, writer.acknowledged, standby)

@@ -269,17 +269,6 @@ class Rotation:
 
 
 @pytest.fixture(scope="module")
-def say_module(request):
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-
-    def _say(line):
-        with capture.global_and_fixture_disabled():
-            print(line, flush=True)
-
-    return _say
-
-
-@pytest.fixture(scope="module")
 def secrets_restored():
     """pillar/lab/secrets.sls and the tests' trust of the UI's certificate,
     as they were, when the module ends."""

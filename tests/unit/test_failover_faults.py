@@ -221,6 +221,28 @@ def test_a_half_switched_pair_is_finished_after_the_divergence_check():
     assert asked == [(S1, S2)]
 
 
+@pytest.mark.parametrize("switch_back", [True, False])
+def test_a_failback_that_would_discard_wal_names_the_consent_with_the_operators_choice(
+        switch_back):
+    """The refusal's command consents to exactly the range and keeps
+    whether the operator asked to switch back."""
+    states = {S2: pg_primary(S2, timeline=2), S1: pg_stopped(S1, fenced=True)}
+
+    def divergence_of(node, primary):
+        return {"discarded_bytes": 72, "discarded_lsn_range": "0/3000100-0/3000148",
+                "fork_lsn": "0/3000100"}
+
+    pillar = dict(PILLAR, topology={"primary": S2})
+    result = plan(Cluster(pillar), "failback", {S1, S2}, states, switch_back=switch_back,
+                  divergence_of=divergence_of)
+    assert "would discard 72 bytes of its WAL" in result["refused"]
+    consent = {"discard": "0/3000100-0/3000148"} | ({} if switch_back else {"switch_back": False})
+    assert pillar_in(result["refused"]) == consent
+    consented = plan(Cluster(pillar), "failback", {S1, S2}, states, switch_back=switch_back,
+                     divergence_of=divergence_of, discard=consent["discard"])
+    assert consented["refused"] is None and consented["rejoin"] == S1
+
+
 # --- finish: an earlier run recorded the switch, then stopped -----------------------------
 
 
