@@ -3,3 +3,26 @@
 airflow:
   pip:
     find_links: /opt/wheelhouse
+
+# Monitoring on airflow-lb1, with short waits so that the lab tests see an
+# alert within seconds of its fault, and every alert sent to the webhook the
+# tests run on the host (the lab bridge's gateway address).
+monitoring:
+  scrape_interval: 5s
+  evaluation_interval: 5s
+  metrics_interval: 5
+  alerts:
+    metrics_stale_seconds: 30
+    pending_critical: 10s
+    pending_warning: 15s
+  alertmanager:
+    route:
+      receiver: lab-tests
+      group_wait: 1s
+      group_interval: 5s
+      repeat_interval: 1h
+    receivers:
+      - name: lab-tests
+        webhook_configs:
+          - url: http://10.11.12.1:9099/alerts
+            send_resolved: true

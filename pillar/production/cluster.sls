@@ -33,6 +33,8 @@ cluster:
       #                      Flowers (the seed's cloud load balancer runs the
       #                      equivalent; give the role to a node only where
       #                      HAProxy is self-hosted)
+      #   monitoring         Prometheus and Alertmanager (one node); while a
+      #                      node has it, every node runs the exporters
       roles:
         - postgresql
         - redis
@@ -53,3 +55,9 @@ cluster:
       address: 10.11.12.30
       roles:
         - airflow-worker
+    airflow-mon1:
+      # Monitoring on a node of its own, so that it sees the servers fail
+      # from outside; any node can hold it (the lab's load balancer does).
+      address: 10.11.12.40
+      roles:
+        - monitoring

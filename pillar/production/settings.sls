@@ -66,3 +66,29 @@ haproxy: {}
 #   max_lag_bytes: 16777216      # 16 MiB
 #   max_redis_lag_bytes: 1048576 # 1 MiB
 #   fence: /usr/local/sbin/fence-airflow-node   # for example an IPMI or cloud CLI wrapper
+
+# Where alerts go (salt/monitoring/defaults.yaml has the thresholds and
+# waits): Alertmanager's own configuration format. Examples: mail to the
+# on-call list, and a webhook (a chat or paging bridge).
+monitoring:
+  alertmanager:
+    global:
+      smtp_smarthost: mail.example.com:587
+      smtp_from: airflow-alerts@example.com
+    route:
+      receiver: on-call
+      routes:
+        - matchers: ['severity="critical"']
+          receiver: on-call-and-pager
+    receivers:
+      - name: on-call
+        email_configs:
+          - to: airflow-oncall@example.com
+            send_resolved: true
+      - name: on-call-and-pager
+        email_configs:
+          - to: airflow-oncall@example.com
+            send_resolved: true
+        webhook_configs:
+          - url: https://pager.example.com/hooks/airflow
+            send_resolved: true

@@ -58,6 +58,11 @@
 {%-   endif %}
 {%- endif %}
 
+{#- One monitoring node: Prometheus and Alertmanager are not clustered. #}
+{%- if nodes_with.get('monitoring', []) | length > 1 %}
+{%-   do errors.append("cluster:nodes gives the monitoring role to " ~ nodes_with.monitoring | join(', ') ~ ": give it to one node only") %}
+{%- endif %}
+
 {#- The topology record, which failovers write on the master: a node that
     can be the primary. #}
 {%- set recorded = salt['pillar.get']('topology:primary') %}

@@ -6,12 +6,15 @@ import base64
 import json
 import re
 import shutil
+import subprocess
 
+import jinja2
 import pytest
 import yaml
 from salt.exceptions import CommandExecutionError
 
 from ha_core.cluster import Cluster
+from tests.conftest import REPO
 from tests.render.conftest import PILLAR
 from tests.topology_cases import PRIMARY_CASES
 
@@ -268,3 +271,55 @@ def test_airflow_secrets_stay_out_of_change_output(render):
     assert config["mode"] == "0600" and config["show_changes"] is False
     users = state_args(server, "airflow-users", "cmd")
     assert "lab-admin-71c3e9" not in users["name"]  # the password goes on stdin
+
+
+def test_monitoring_follows_the_pillars_nodes(render, tmp_path):
+    """The lab's monitoring node scrapes every node of the pillar, each
+    labelled with its minion id; every node runs the node exporter on its
+    cluster address; the database servers' minions export their
+    replication state on a schedule."""
+    nodes = environment_nodes("lab")
+    balancer = render("lab", "airflow-lb1", "Debian")
+    config = state_args(balancer, "monitoring-prometheus-config", "file")
+    settings = config["context"]["monitoring"]
+    assert settings["scrape_targets"]["node"] == {
+        name: f"{node['address']}:9100" for name, node in nodes.items()}
+    assert settings["scrape_targets"]["prometheus"] == {"airflow-lb1": "10.11.12.5:9090"}
+    template = (REPO / "salt" / "monitoring" / "files" / "prometheus.yml.jinja").read_text()
+    environment = jinja2.Environment()
+    environment.filters["json"] = json.dumps  # as Salt's
+    text = environment.from_string(template).render(
+        salt={"pillar.get": lambda key: "lab"}, **config["context"])
+    (tmp_path / "prometheus.yml").write_text(text)
+    check = subprocess.run(["promtool", "check", "config", "--syntax-only", "prometheus.yml"],
+                           cwd=tmp_path, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    scraped = {job["job_name"]: [(c["labels"]["instance"], c["targets"])
+                                 for c in job["static_configs"]]
+               for job in yaml.safe_load(text)["scrape_configs"]}
+    assert scraped["node"] == [(name, [f"{nodes[name]['address']}:9100"]) for name in sorted(nodes)]
+    receivers = yaml.safe_load(state_args(balancer, "monitoring-alertmanager-config",
+                                          "file")["contents"])["receivers"]
+    assert receivers[0]["webhook_configs"][0]["url"] == "http://10.11.12.1:9099/alerts"
+
+    for name in nodes:
+        highstate = balancer if name == "airflow-lb1" else render("lab", name, "Debian")
+        arguments = state_args(highstate, "monitoring-node-exporter-arguments", "file")
+        assert f"--web.listen-address={nodes[name]['address']}:9100 " in arguments["contents"]
+        scheduled = "monitoring-replication-metrics" in highstate
+        assert scheduled == ("postgresql" in nodes[name]["roles"]), name
+        assert ("monitoring-prometheus-config" in highstate) == (name == "airflow-lb1")
+    schedule = state_args(render("lab", "airflow-server2", "Debian"),
+                          "monitoring-replication-metrics", "schedule")
+    assert (schedule["function"], schedule["seconds"]) == ("ha_metrics.write", 5)
+
+
+def test_without_a_monitoring_node_no_node_runs_monitoring(render, tmp_path):
+    pillar_root = tmp_path / "pillar"
+    shutil.copytree(PILLAR, pillar_root, ignore=shutil.ignore_patterns("local.sls"))
+    cluster = pillar_root / "lab" / "cluster.sls"
+    cluster.write_text(cluster.read_text().replace("[haproxy, monitoring]", "[haproxy]"))
+    for node in ("airflow-lb1", "airflow-server1"):
+        highstate = render("lab", node, "Debian", pillar_root)
+        assert isinstance(highstate, dict), highstate
+        assert not [key for key in highstate if key.startswith("monitoring-")], node

@@ -51,6 +51,7 @@ HEALTHY = {
     f'airflow_ha_redis_master{{instance="{S1}"}}': flat(1),
     f'airflow_ha_redis_master{{instance="{S2}"}}': flat(0),
     f'airflow_ha_redis_link_up{{instance="{S2}"}}': flat(1),
+    f'airflow_ha_redis_connected_replicas{{instance="{S1}"}}': flat(1),
     f'node_systemd_unit_state{{instance="{S1}",name="airflow-scheduler.service",'
     'state="failed"}': flat(0),
     f'node_systemd_service_restart_total{{instance="{S1}",name="airflow-scheduler.service"}}':
@@ -87,6 +88,8 @@ FAULTS = [
      {"instance": S1, "slot": "airflow_server2"}),
     ("RedisNoMaster", {f'airflow_ha_redis_master{{instance="{S1}"}}': flat(0)}, {}),
     ("RedisTwoMasters", {f'airflow_ha_redis_master{{instance="{S2}"}}': flat(1)}, {}),
+    ("RedisMasterWithoutReplica",
+     {f'airflow_ha_redis_connected_replicas{{instance="{S1}"}}': flat(0)}, {"instance": S1}),
     ("RedisReplicaLinkDown", {f'airflow_ha_redis_link_up{{instance="{S2}"}}': flat(0)},
      {"instance": S2}),
     ("AirflowHAMetricsStale",
