@@ -95,6 +95,11 @@ def _health_url(cluster):
                               _settings(cluster, "airflow", balancers[0]))
 
 
+def _monitoring_urls(cluster):
+    servers = cluster.with_role("monitoring")
+    return servers and cluster.monitoring_urls(_settings(cluster, "monitoring", servers[0]))
+
+
 def _units(cluster, node, role):
     """The units of ``role`` that run on ``node``, and those of its single
     components (Airflow 3's DAG processor) that run elsewhere: where the
@@ -221,9 +226,10 @@ def record_primary(node, reason, fenced=()):
 def status(as_text=None):
     """
     Show the cluster: each server's PostgreSQL role, timeline and lag, its
-    Redis role and offset, the node the topology record names as primary, and
-    Airflow's health through the load balancer. A text table, or data with
-    ``--out=json`` (or ``as_text=False``).
+    Redis role and offset, the node the topology record names as primary,
+    Airflow's health through the load balancer, and, with a monitoring node,
+    where Prometheus and Alertmanager are and the alerts firing now. A text
+    table, or data with ``--out=json`` (or ``as_text=False``).
 
     CLI Example:
 
@@ -240,6 +246,7 @@ def status(as_text=None):
     url = _health_url(cluster)
     path = record_path(__opts__)
     record = read_record(path)
+    monitoring = _monitoring_urls(cluster)
     data = {
         "nodes": {node: {"postgresql": pg_states.get(node), "redis": redis_states.get(node)}
                   for node in sorted(set(pg_nodes) | set(redis_nodes))},
@@ -248,6 +255,8 @@ def status(as_text=None):
         "record_path": path,
         "airflow_health_url": url,
         "airflow_health": probes.airflow_health(url) if url else None,
+        "monitoring": monitoring and dict(
+            monitoring, alerts=probes.firing_alerts(monitoring["prometheus"])),
         "problems": failover.topology_problems(cluster.primary, pg_states, redis_states,
                                                set(pg_nodes) - answering,
                                                cluster.address(cluster.primary),

@@ -187,6 +187,17 @@ class Cluster:
         return (f"https://{self.address(balancers[0])}:"
                 f"{haproxy_settings['airflow_tls_port']}{airflow_settings['health_path']}")
 
+    def monitoring_urls(self, monitoring_settings):
+        """{"prometheus": URL, "alertmanager": URL} on the monitoring node,
+        or None when no node has the monitoring role."""
+        servers = self.with_role("monitoring")
+        if not servers:
+            return None
+        host = self.address(servers[0])
+        host = f"[{host}]" if ":" in host else host
+        return {name: f"http://{host}:{monitoring_settings['ports'][name]}"
+                for name in ("prometheus", "alertmanager")}
+
     def webserver_health_url(self, node, airflow_settings):
         """Airflow's health endpoint on one webserver (or API server)."""
         return (f"http://{self.address(node)}:{airflow_settings['webserver']['port']}"

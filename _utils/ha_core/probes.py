@@ -29,6 +29,23 @@ def airflow_health(url):
         return {"error": str(error)}
 
 
+def firing_alerts(prometheus_url):
+    """
+    The alerts Prometheus at ``prometheus_url`` has firing, each
+    ``{alertname, severity, instance, summary}``, or ``{"error": why}``.
+    """
+    try:
+        with urllib.request.urlopen(f"{prometheus_url}/api/v1/alerts", timeout=5) as response:
+            alerts = json.loads(response.read())["data"]["alerts"]
+    except (OSError, ValueError, KeyError) as error:
+        return {"error": str(error)}
+    return [{"alertname": alert["labels"].get("alertname"),
+             "severity": alert["labels"].get("severity"),
+             "instance": alert["labels"].get("instance"),
+             "summary": alert.get("annotations", {}).get("summary")}
+            for alert in alerts if alert.get("state") == "firing"]
+
+
 def wait_until(check, seconds, what):
     """Poll check() until it returns a true value, and return that;
     OperationFailed after ``seconds``."""

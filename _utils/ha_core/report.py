@@ -62,7 +62,8 @@ def status_text(status, preferred):
     """
     Return ``salt-run airflow_ha.status``'s data (``nodes``, ``record``,
     ``record_path``, ``airflow_health_url``, ``airflow_health``,
-    ``problems``) as the text it prints; ``preferred`` is cluster:primary.
+    ``monitoring``, ``problems``) as the text it prints; ``preferred`` is
+    cluster:primary.
     """
     rows = []
     for node, states in status["nodes"].items():
@@ -82,9 +83,29 @@ def status_text(status, preferred):
     else:
         airflow_text = f"{url}: " + (", ".join(airflow_health_problems(health)) or "healthy")
     text = status_table(rows, record_text, airflow_text)
+    if status.get("monitoring"):
+        text += "\n" + monitoring_text(status["monitoring"])
     if status["problems"]:
         text += "\nproblems:\n" + "\n".join(f"  - {problem}" for problem in status["problems"])
     return text
+
+
+def monitoring_text(monitoring):
+    """The status lines of the monitoring node: its URLs, the alerts firing."""
+    lines = [f"monitoring: Prometheus {monitoring['prometheus']}, "
+             f"Alertmanager {monitoring['alertmanager']}"]
+    alerts = monitoring["alerts"]
+    if isinstance(alerts, dict):
+        lines.append(f"alerts: Prometheus does not answer ({alerts['error']})")
+    elif not alerts:
+        lines.append("alerts: none firing")
+    else:
+        lines.append("alerts firing:")
+        lines += [f"  - {alert['severity']}: {alert['alertname']}"
+                  f"{' on ' + alert['instance'] if alert['instance'] else ''}: {alert['summary']}"
+                  for alert in sorted(alerts, key=lambda a: (a["severity"] != "critical",
+                                                             a["alertname"], a["instance"] or ""))]
+    return "\n".join(lines)
 
 
 FENCE_METHODS = {

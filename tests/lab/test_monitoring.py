@@ -15,7 +15,7 @@ import requests
 from lab.settings import GATEWAY
 from tests.conftest import bin_lab
 from tests.lab.airflow_api import wait_until
-from tests.lab.writers import SERVER1, SERVER2, salt_run_json
+from tests.lab.writers import SERVER1, SERVER2, salt_run, salt_run_json
 
 pytestmark = pytest.mark.lab
 
@@ -111,8 +111,12 @@ def test_the_metrics_show_one_writable_primary_and_one_master_on_the_recorded_no
     assert [labels["instance"] for labels, _ in lag] == [standby]
 
 
-def test_a_healthy_lab_fires_no_alert(lab):
+def test_a_healthy_lab_fires_no_alert_and_status_says_where_to_look(lab):
     wait_until(lambda: firing() == set(), 60, "no alert firing")
+    returncode, output = salt_run("airflow_ha.status")
+    assert returncode == 0, output
+    assert (f"monitoring: Prometheus {PROMETHEUS}, Alertmanager http://10.11.12.5:9093\n"
+            "alerts: none firing") in output, output
 
 
 @pytest.mark.destructive
@@ -128,6 +132,8 @@ def test_a_stopped_standby_and_replica_fire_their_alerts_then_resolve(lab, webho
                     if state == status} >= expected
 
         wait_until(lambda: notified("firing"), 120, "the alerts at the webhook")
+        returncode, output = salt_run("airflow_ha.status")
+        assert "PostgreSQLStandbyNotStreaming" in output, output
         fired = {name: min(at for at, state, alert, _ in webhook.alerts(stopped)
                            if alert == name and state == "firing") for name, _ in expected}
     finally:

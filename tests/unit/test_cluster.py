@@ -1,6 +1,7 @@
 """ha_core.cluster: the cluster model, the topology record and the
 settings merge the runner shares with salt/settings.jinja."""
 
+import copy
 import json
 
 import pytest
@@ -43,6 +44,15 @@ def test_nodes_are_found_by_role_and_addresses_in_one_place():
     assert "airflow-worker1" in cluster.airflow_nodes()
     assert cluster.address("airflow-server2") == "10.11.12.20"
     assert cluster.other("airflow-server1") == "airflow-server2"
+
+
+def test_the_monitoring_urls_are_on_the_monitoring_node_if_there_is_one():
+    ports = {"ports": {"prometheus": 9090, "alertmanager": 9093}}
+    assert Cluster(LAB).monitoring_urls(ports) == {
+        "prometheus": "http://10.11.12.5:9090", "alertmanager": "http://10.11.12.5:9093"}
+    without = copy.deepcopy(LAB)
+    without["cluster"]["nodes"]["airflow-lb1"]["roles"] = ["haproxy"]
+    assert Cluster(without).monitoring_urls(ports) is None
 
 
 def test_an_unknown_node_name_is_refused_naming_the_known_ones():

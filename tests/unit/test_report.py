@@ -95,3 +95,25 @@ def test_a_finishing_plan_says_which_run_it_finishes_and_who_rejoins():
         f"    plan: rejoin {S1} as a standby of {S2} (pg_rewind, or a base backup), Redis follows",
         f"    plan: finish the orch.failover that recorded {S2} as the primary: Airflow on "
         f"{S1}, {S2} follows it, then verify; each step skips what is done"]
+
+
+def test_the_status_text_shows_where_monitoring_is_and_the_alerts_firing_critical_first():
+    status = {"nodes": {}, "record": None, "record_path": "/x", "airflow_health_url": None,
+              "airflow_health": None, "problems": [], "monitoring": {
+                  "prometheus": "http://10.0.0.5:9090", "alertmanager": "http://10.0.0.5:9093",
+                  "alerts": [
+                      {"alertname": "RedisReplicaLinkDown", "severity": "warning",
+                       "instance": S2, "summary": "link lost"},
+                      {"alertname": "PostgreSQLNoWritablePrimary", "severity": "critical",
+                       "instance": None, "summary": "no writer"}]}}
+    lines = status_text(status, S1).splitlines()
+    assert lines[-4:] == [
+        "monitoring: Prometheus http://10.0.0.5:9090, Alertmanager http://10.0.0.5:9093",
+        "alerts firing:",
+        "  - critical: PostgreSQLNoWritablePrimary: no writer",
+        f"  - warning: RedisReplicaLinkDown on {S2}: link lost"]
+    status["monitoring"]["alerts"] = {"error": "connection refused"}
+    assert status_text(status, S1).endswith(
+        "alerts: Prometheus does not answer (connection refused)")
+    status["monitoring"]["alerts"] = []
+    assert status_text(status, S1).endswith("alerts: none firing")
