@@ -31,6 +31,8 @@ LAB_NODE = "airflow-lb1"
 LAB_SECRETS = yaml.safe_load((REPO / "pillar" / "lab" / "secrets.sls").read_text())
 STATS_PASSWORD = LAB_SECRETS["haproxy"]["stats_password"]
 SETTLE_SECONDS = 15
+# The monitoring node of the live haproxy's pillar, which alone reads its metrics.
+MONITORING_ADDRESS = "127.0.0.4"
 # Straight to 127.0.0.x, whatever proxy the environment names.
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -176,6 +178,10 @@ def test_lab_backends_are_both_webservers_and_both_flowers(lab_config):
     assert "    bind 10.11.12.5:8080\n" in text
     assert "    tcp-request connection reject unless { src 10.11.12.10 10.11.12.20 10.11.12.30 }\n" \
         in text
+    # Its Prometheus metrics: on its cluster address, for the monitoring node
+    # (airflow-lb1 itself, in the lab) only.
+    assert ("frontend prometheus\n    bind 10.11.12.5:8405\n"
+            "    tcp-request connection reject unless { src 10.11.12.5 }\n") in text
 
 
 def test_check_cmd_refuses_a_config_haproxy_refuses_and_keeps_the_file(
@@ -263,8 +269,10 @@ def live(make_loaders, tmp_path_factory):
             backend_port = server.server_address[1]
             servers.append(server)
             threading.Thread(target=server.serve_forever, daemon=True).start()
-        airflow_port, tls_port, flower_port, stats_port, execution_port = free_port(5)
-        nodes = {LAB_NODE: {"address": "127.0.0.1", "roles": ["haproxy"]}}
+        airflow_port, tls_port, flower_port, stats_port, execution_port, metrics_port = \
+            free_port(6)
+        nodes = {LAB_NODE: {"address": "127.0.0.1", "roles": ["haproxy"]},
+                 "monitor": {"address": MONITORING_ADDRESS, "roles": ["monitoring"]}}
         for spec in BACKENDS:
             nodes[spec["name"]] = {"address": spec["address"],
                                    "roles": ["airflow-webserver", "airflow-flower"]}
@@ -278,6 +286,7 @@ def live(make_loaders, tmp_path_factory):
                         "webserver_port": backend_port, "flower_port": backend_port,
                         "execution_api_port": execution_port,
                         "admin_socket": str(tmp_path / "admin.sock")},
+            "monitoring": {"ports": {"haproxy": metrics_port}},
         })
         loaders = make_loaders(id=LAB_NODE, airflow_environment="live",
                                pillar_roots={"base": [str(pillar)]},
@@ -290,7 +299,7 @@ def live(make_loaders, tmp_path_factory):
                                    stdout=log, stderr=subprocess.STDOUT)
         try:
             yield {"airflow": airflow_port, "tls": tls_port, "flower": flower_port,
-                   "execution": execution_port,
+                   "execution": execution_port, "metrics": metrics_port,
                    "stats": stats_port, "certificate": tmp_path / "airflow.pem",
                    "process": process, "log": tmp_path / "haproxy.log"}
         finally:
@@ -384,6 +393,27 @@ def execution_api_call(port, source):
     if not reply:
         return None
     return json.loads(reply.partition(b"\r\n\r\n")[2])["server"]
+
+
+def test_its_prometheus_metrics_answer_the_monitoring_node_only(live, settled):
+    def metrics(source):
+        try:
+            with socket.create_connection(("127.0.0.1", live["metrics"]), timeout=5,
+                                          source_address=(source, 0)) as connection:
+                connection.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+                reply = b""
+                while chunk := connection.recv(65536):
+                    reply += chunk
+        except ConnectionError:
+            return None
+        return reply.decode() or None
+
+    text = metrics(MONITORING_ADDRESS)
+    assert ('haproxy_server_status{proxy="airflow-webservers",server="web-healthy",state="UP"} 1'
+            in text), text[:2000]
+    assert ('haproxy_server_status{proxy="airflow-webservers",server="web-db-down",state="DOWN"} 1'
+            in text)
+    assert metrics("127.0.0.9") is None
 
 
 def test_the_execution_api_answers_airflow_nodes_only(live, settled):

@@ -285,6 +285,7 @@ def test_monitoring_follows_the_pillars_nodes(render, tmp_path):
     assert settings["scrape_targets"]["node"] == {
         name: f"{node['address']}:9100" for name, node in nodes.items()}
     assert settings["scrape_targets"]["prometheus"] == {"airflow-lb1": "10.11.12.5:9090"}
+    assert settings["scrape_targets"]["haproxy"] == {"airflow-lb1": "10.11.12.5:8405"}
     template = (REPO / "salt" / "monitoring" / "files" / "prometheus.yml.jinja").read_text()
     environment = jinja2.Environment()
     environment.filters["json"] = json.dumps  # as Salt's

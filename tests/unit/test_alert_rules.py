@@ -17,6 +17,7 @@ S1, S2 = "airflow-server1", "airflow-server2"
 STEPS = 40  # samples, 15 s apart: ten minutes
 EVAL = "10m"
 LSN = 10**9
+PROXIES = ("airflow-webservers", "airflow-flowers")
 
 
 def rendered_rules(alerts=ALERTS):
@@ -52,6 +53,10 @@ HEALTHY = {
     f'airflow_ha_redis_master{{instance="{S2}"}}': flat(0),
     f'airflow_ha_redis_link_up{{instance="{S2}"}}': flat(1),
     f'airflow_ha_redis_connected_replicas{{instance="{S1}"}}': flat(1),
+    **{f'haproxy_server_status{{instance="airflow-lb1",proxy="{proxy}",server="{s}",'
+       'state="UP"}': flat(1) for s in (S1, S2) for proxy in PROXIES},
+    **{f'haproxy_backend_active_servers{{instance="airflow-lb1",proxy="{proxy}"}}': flat(2)
+       for proxy in PROXIES},
     f'node_systemd_unit_state{{instance="{S1}",name="airflow-scheduler.service",'
     'state="failed"}': flat(0),
     f'node_systemd_service_restart_total{{instance="{S1}",name="airflow-scheduler.service"}}':
@@ -92,6 +97,13 @@ FAULTS = [
      {f'airflow_ha_redis_connected_replicas{{instance="{S1}"}}': flat(0)}, {"instance": S1}),
     ("RedisReplicaLinkDown", {f'airflow_ha_redis_link_up{{instance="{S2}"}}': flat(0)},
      {"instance": S2}),
+    ("LoadBalancerServerDown",
+     {f'haproxy_server_status{{instance="airflow-lb1",proxy="airflow-flowers",server="{S2}",'
+      'state="UP"}': flat(0)},
+     {"instance": "airflow-lb1", "proxy": "airflow-flowers", "server": S2, "state": "UP"}),
+    ("LoadBalancerBackendDown",
+     {'haproxy_backend_active_servers{instance="airflow-lb1",proxy="airflow-webservers"}':
+      flat(0)}, {"instance": "airflow-lb1", "proxy": "airflow-webservers"}),
     ("AirflowHAMetricsStale",
      {f'airflow_ha_collected_timestamp_seconds{{instance="{S2}"}}': flat(0)}, {"instance": S2}),
     ("PlatformUnitFailed",
