@@ -1,18 +1,21 @@
 {#- The monitoring node (role monitoring): Prometheus, scraping every node
-    of the pillar, with the platform's alert rules, and Alertmanager,
-    sending to the pillar's receivers. Both listen on the node's cluster
-    address only. Each file is checked by its own tool (promtool, amtool)
-    before it replaces the one in place; Prometheus reloads a changed
+    of the pillar, with the platform's alert rules; Alertmanager, sending to
+    the pillar's receivers; the blackbox exporter, probing Airflow's health
+    and Flower through the load balancer. All listen on the node's cluster
+    address only. Each file is checked by its own tool (promtool, amtool,
+    the blackbox exporter) before it replaces the one in place; Prometheus reloads a changed
     configuration or rule file, and restarts for changed arguments. #}
 {%- from 'monitoring/map.jinja' import monitoring, endpoint %}
 {%- from 'monitoring/macros.jinja' import arguments, service %}
 {%- set prometheus_address = endpoint(monitoring.address, monitoring.ports.prometheus) %}
 {%- set alertmanager_address = endpoint(monitoring.address, monitoring.ports.alertmanager) %}
+{%- set blackbox_address = endpoint(monitoring.address, monitoring.ports.blackbox) %}
 monitoring-server-packages:
   pkg.installed:
     - pkgs:
       - {{ monitoring.components.prometheus.package }}
       - {{ monitoring.components.alertmanager.package }}
+      - {{ monitoring.components.blackbox.package }}
     - install_recommends: false
 
 monitoring-alert-rules:
@@ -22,6 +25,7 @@ monitoring-alert-rules:
     - template: jinja
     - context:
         alerts: {{ monitoring.alerts | json }}
+        expected: {{ monitoring.expected | json }}
     - mode: '0644'
     - check_cmd: promtool check rules
     - require:
@@ -35,6 +39,7 @@ monitoring-prometheus-config:
     - context:
         monitoring: {{ monitoring | json }}
         alertmanager_address: {{ alertmanager_address | json }}
+        blackbox_address: {{ blackbox_address | json }}
         rules_file: {{ monitoring.config_dir }}/airflow_ha_rules.yml
     - mode: '0644'
     - check_cmd: promtool check config
@@ -88,3 +93,24 @@ monitoring-alertmanager-config:
 
 {{ service('monitoring-alertmanager-service', monitoring.components.alertmanager.service,
            ['monitoring-alertmanager-arguments', 'monitoring-alertmanager-config']) }}
+
+monitoring-blackbox-config:
+  file.managed:
+    - name: {{ monitoring.config_dir }}/blackbox.yml
+    - source: salt://monitoring/files/blackbox.yml.jinja
+    - template: jinja
+    - context:
+        probe_tls: {{ monitoring.probe_tls | json }}
+    - mode: '0644'
+    - check_cmd: {{ monitoring.components.blackbox.config_check }}
+    - require:
+      - pkg: monitoring-server-packages
+
+{{ arguments('monitoring-blackbox-arguments', monitoring.components.blackbox, [
+     '--config.file=' ~ monitoring.config_dir ~ '/blackbox.yml',
+     '--web.listen-address=' ~ blackbox_address]) }}
+    - require:
+      - pkg: monitoring-server-packages
+
+{{ service('monitoring-blackbox-service', monitoring.components.blackbox.service,
+           ['monitoring-blackbox-arguments', 'monitoring-blackbox-config']) }}

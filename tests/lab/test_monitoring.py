@@ -21,7 +21,8 @@ pytestmark = pytest.mark.lab
 
 PROMETHEUS = "http://10.11.12.5:9090"
 WEBHOOK_PORT = 9099
-RULE_GROUPS = {"airflow-ha-replication", "airflow-ha-load-balancer", "airflow-ha-nodes"}
+RULE_GROUPS = {"airflow-ha-replication", "airflow-ha-load-balancer", "airflow-ha-airflow",
+               "airflow-ha-nodes"}
 
 
 class Webhook(http.server.ThreadingHTTPServer):
@@ -88,7 +89,8 @@ def test_prometheus_scrapes_every_node_and_has_the_rules(lab):
                 if t["health"] == "up"}
 
     expected = {("node", name) for name in lab} | {
-        ("prometheus", "airflow-lb1"), ("alertmanager", "airflow-lb1"), ("haproxy", "airflow-lb1")}
+        ("prometheus", "airflow-lb1"), ("alertmanager", "airflow-lb1"), ("haproxy", "airflow-lb1"),
+        ("blackbox", "airflow-ui"), ("blackbox", "flower")}
     wait_until(lambda: targets_up() == expected, 60, "every target scraped")
     rules = requests.get(f"{PROMETHEUS}/api/v1/rules", timeout=10).json()["data"]["groups"]
     assert {group["name"] for group in rules} == RULE_GROUPS

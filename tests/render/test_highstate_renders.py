@@ -295,10 +295,15 @@ def test_monitoring_follows_the_pillars_nodes(render, tmp_path):
     check = subprocess.run(["promtool", "check", "config", "--syntax-only", "prometheus.yml"],
                            cwd=tmp_path, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    scraped = {job["job_name"]: [(c["labels"]["instance"], c["targets"])
-                                 for c in job["static_configs"]]
+    scraped = {job["job_name"]: [(c["labels"].get("instance", c["labels"].get("probe")),
+                                  c["targets"]) for c in job["static_configs"]]
                for job in yaml.safe_load(text)["scrape_configs"]}
     assert scraped["node"] == [(name, [f"{nodes[name]['address']}:9100"]) for name in sorted(nodes)]
+    assert scraped["blackbox"] == [
+        ("airflow-ui", ["https://10.11.12.5:443/api/v2/monitor/health"]),
+        ("flower", ["http://10.11.12.5:5555/healthcheck"])]
+    rules = state_args(balancer, "monitoring-alert-rules", "file")["context"]
+    assert rules["expected"] == {"airflow-scheduler": 2, "airflow-worker": 1}
     receivers = yaml.safe_load(state_args(balancer, "monitoring-alertmanager-config",
                                           "file")["contents"])["receivers"]
     assert receivers[0]["webhook_configs"][0]["url"] == "http://10.11.12.1:9099/alerts"

@@ -20,10 +20,14 @@ LSN = 10**9
 PROXIES = ("airflow-webservers", "airflow-flowers")
 
 
+# The lab's nodes of each Airflow role.
+EXPECTED = {"airflow-scheduler": 2, "airflow-worker": 1}
+
+
 def rendered_rules(alerts=ALERTS):
     template = (MONITORING / "files" / "alert_rules.yml.jinja").read_text()
     return jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(
-        template).render(alerts=alerts)
+        template).render(alerts=alerts, expected=EXPECTED)
 
 
 RULES = yaml.safe_load(rendered_rules())
@@ -57,6 +61,12 @@ HEALTHY = {
        'state="UP"}': flat(1) for s in (S1, S2) for proxy in PROXIES},
     **{f'haproxy_backend_active_servers{{instance="airflow-lb1",proxy="{proxy}"}}': flat(2)
        for proxy in PROXIES},
+    **{f'probe_success{{instance="{probe}",probe="{probe}"}}': flat(1)
+       for probe in ("airflow-ui", "flower")},
+    **{f'node_systemd_unit_state{{instance="{s}",name="airflow-scheduler.service",'
+       'state="active"}': flat(1) for s in (S1, S2)},
+    'node_systemd_unit_state{instance="airflow-worker1",name="airflow-worker.service",'
+    'state="active"}': flat(1),
     f'node_systemd_unit_state{{instance="{S1}",name="airflow-scheduler.service",'
     'state="failed"}': flat(0),
     f'node_systemd_service_restart_total{{instance="{S1}",name="airflow-scheduler.service"}}':
@@ -104,6 +114,18 @@ FAULTS = [
     ("LoadBalancerBackendDown",
      {'haproxy_backend_active_servers{instance="airflow-lb1",proxy="airflow-webservers"}':
       flat(0)}, {"instance": "airflow-lb1", "proxy": "airflow-webservers"}),
+    ("AirflowUnhealthyThroughLoadBalancer",
+     {'probe_success{instance="airflow-ui",probe="airflow-ui"}': flat(0)},
+     {"instance": "airflow-ui", "probe": "airflow-ui"}),
+    ("FlowerUnreachableThroughLoadBalancer",
+     {'probe_success{instance="flower",probe="flower"}': flat(0)},
+     {"instance": "flower", "probe": "flower"}),
+    ("AirflowSchedulersMissing",
+     {f'node_systemd_unit_state{{instance="{S2}",name="airflow-scheduler.service",'
+      'state="active"}': flat(0)}, {}),
+    ("CeleryNoWorker",
+     {'node_systemd_unit_state{instance="airflow-worker1",name="airflow-worker.service",'
+      'state="active"}': flat(0)}, {}),
     ("AirflowHAMetricsStale",
      {f'airflow_ha_collected_timestamp_seconds{{instance="{S2}"}}': flat(0)}, {"instance": S2}),
     ("PlatformUnitFailed",
