@@ -247,6 +247,7 @@ def status(as_text=None):
     path = record_path(__opts__)
     record = read_record(path)
     monitoring = _monitoring_urls(cluster)
+    health = probes.airflow_health(url) if url else None
     data = {
         "nodes": {node: {"postgresql": pg_states.get(node), "redis": redis_states.get(node)}
                   for node in sorted(set(pg_nodes) | set(redis_nodes))},
@@ -254,7 +255,8 @@ def status(as_text=None):
         "record": record,
         "record_path": path,
         "airflow_health_url": url,
-        "airflow_health": probes.airflow_health(url) if url else None,
+        "airflow_health": health,
+        "airflow_problems": failover.airflow_health_problems(health) if health else [],
         "monitoring": monitoring and dict(
             monitoring, alerts=probes.firing_alerts(monitoring["prometheus"])),
         "problems": failover.topology_problems(cluster.primary, pg_states, redis_states,

@@ -58,6 +58,10 @@ def node_named(name):
 
 # -- up ---------------------------------------------------------------------
 
+# How long up waits, after the highstate, for the platform to be healthy:
+# the data tier without problems, and Airflow healthy through the load balancer.
+HEALTHY_TIMEOUT = 300
+
 def up(args):
     timings = Timings()
     _take_over_from_other_checkout()
@@ -93,15 +97,19 @@ def up(args):
         master.sync_all(names)
     with timings.step("highstate on every node"):
         summaries = master.highstate(names)
+    failed = {name: s["failed"] for name, s in summaries.items() if s["failed"]}
+    unhealthy = []
+    if not failed:
+        with timings.step("healthy: the data tier, and Airflow through the load balancer"):
+            unhealthy = master.wait_until_healthy(HEALTHY_TIMEOUT)
     _print_summary(lab)
     timings.report()
-    failed = {name: s["failed"] for name, s in summaries.items() if s["failed"]}
-    if failed:
-        for name, failures in failed.items():
-            for failure in failures:
-                say(f"FAILED {name}: {failure}")
-        return 1
-    return 0
+    for name, failures in failed.items():
+        for failure in failures:
+            say(f"FAILED {name}: {failure}")
+    for reason in unhealthy:
+        say(f"NOT HEALTHY after {HEALTHY_TIMEOUT} s: {reason}")
+    return 1 if failed or unhealthy else 0
 
 
 def _take_over_from_other_checkout():
@@ -134,6 +142,8 @@ def _print_summary(lab):
         say(f"    Flower       http://{balancer}:5555/")
         say(f"    HAProxy      http://{balancer}:8404/stats")
         say("credentials: bin/lab credentials (from pillar/lab/secrets.sls)")
+    say("the checklist (salt-run airflow_ha.status):")
+    say("\n".join(f"    {line}" for line in master.status_text().splitlines()))
     say(f"salt: cd {REPO} && .venv/bin/salt '*' test.ping")
     say("replication: .venv/bin/salt 'airflow-server*' pg_replication.status (or redis_replication.status)")
     say("shell on a node: bin/lab exec NODE -- bash")

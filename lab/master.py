@@ -206,3 +206,46 @@ def summarise(reply, elapsed=0.0):
               if r.get("result") is False]
     line = f"{len(reply)} states, {len(changed)} changed, {len(failed)} failed ({elapsed:.0f} s)"
     return {"states": len(reply), "changed": len(changed), "failed": failed, "line": line}
+
+
+def cluster_status():
+    """salt-run airflow_ha.status's data, or None while it cannot answer."""
+    result = run([str(VENV_BIN / "salt-run"), "airflow_ha.status", "--out=json"], check=False,
+                 cwd=REPO, timeout=120)
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        return None
+
+
+def unhealthy(status):
+    """Why the platform is not healthy yet, from airflow_ha.status's data
+    (empty: healthy): its problems, and Airflow's through the load balancer."""
+    if status is None:
+        return ["salt-run airflow_ha.status does not answer"]
+    return [*status["problems"],
+            *(f"Airflow through the load balancer: {problem}"
+              for problem in status["airflow_problems"])]
+
+
+def wait_until_healthy(timeout, heartbeat=30):
+    """Poll airflow_ha.status until nothing is unhealthy; return what still
+    was at the timeout (empty: healthy)."""
+    started = time.monotonic()
+    said = started
+    while True:
+        reasons = unhealthy(cluster_status())
+        now = time.monotonic()
+        if not reasons or now - started > timeout:
+            return reasons
+        if now - said >= heartbeat:
+            say(f"    {now - started:.0f} s, not yet: {'; '.join(reasons)}")
+            said = now
+        time.sleep(3)
+
+
+def status_text():
+    """salt-run airflow_ha.status, as an operator reads it."""
+    result = run([str(VENV_BIN / "salt-run"), "airflow_ha.status"], check=False, cwd=REPO,
+                 timeout=120)
+    return (result.stdout + result.stderr).strip()

@@ -156,3 +156,13 @@ def test_without_iptables_on_the_host_the_error_names_the_fix(monkeypatch):
     with pytest.raises(LabError, match="run bin/install-host-packages .*Debian package iptables"):
         partition.require_iptables()
 
+
+
+def test_up_waits_for_the_status_problems_and_airflow_through_the_load_balancer():
+    healthy = {"problems": [], "airflow_problems": []}
+    assert master.unhealthy(healthy) == []
+    assert master.unhealthy(None) == ["salt-run airflow_ha.status does not answer"]
+    assert master.unhealthy({"problems": ["airflow-server2 does not stream"],
+                             "airflow_problems": ["scheduler is unhealthy"]}) == [
+        "airflow-server2 does not stream",
+        "Airflow through the load balancer: scheduler is unhealthy"]
