@@ -1,6 +1,7 @@
 {#- Our settings live in a file of their own, included by postgresql.conf,
     so that package updates of postgresql.conf and ours never collide. #}
 {%- from 'postgresql/map.jinja' import postgresql %}
+{%- from 'monitoring/map.jinja' import monitoring %}
 {%- set node = postgresql.nodes[grains.id] %}
 include:
   - postgresql.install
@@ -40,6 +41,7 @@ postgresql-hba:
         owner: {{ postgresql.owner }}
         database_peers: {{ postgresql.database_nodes | reject('equalto', grains.id) | list | json }}
         airflow_clients: {{ postgresql.airflow_nodes | json }}
+        monitoring_role: {{ (monitoring.postgres_exporter_role if monitoring.server else none) | json }}
         nodes: {{ postgresql.nodes | json }}
     - user: {{ postgresql.os_user }}
     - group: {{ postgresql.os_user }}

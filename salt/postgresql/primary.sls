@@ -2,8 +2,24 @@
     owner. Passwords go to psql on its standard input, never on a command
     line, and never into the change output. #}
 {%- from 'postgresql/map.jinja' import postgresql %}
+{%- from 'monitoring/map.jinja' import monitoring %}
 include:
   - postgresql.service
+{%- if monitoring.server %}
+
+{#- The PostgreSQL exporter's login (salt/monitoring/exporters.sls): no
+    password, only the local socket as the OS user of the same name (peer,
+    pg_hba.conf). #}
+postgresql-monitoring-role:
+  postgres_user.present:
+    - name: {{ monitoring.postgres_exporter_role }}
+    - login: true
+    - groups: pg_monitor
+    - db_user: {{ postgresql.os_user }}
+    - user: {{ postgresql.os_user }}
+    - require:
+      - service: postgresql-service
+{%- endif %}
 
 postgresql-replication-role:
   pg_role.present:

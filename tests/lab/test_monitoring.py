@@ -90,7 +90,8 @@ def test_prometheus_scrapes_every_node_and_has_the_rules(lab):
 
     expected = {("node", name) for name in lab} | {
         ("prometheus", "airflow-lb1"), ("alertmanager", "airflow-lb1"), ("haproxy", "airflow-lb1"),
-        ("blackbox", "airflow-ui"), ("blackbox", "flower")}
+        ("blackbox", "airflow-ui"), ("blackbox", "flower")} | {
+        (job, server) for job in ("postgresql", "redis") for server in (SERVER1, SERVER2)}
     wait_until(lambda: targets_up() == expected, 60, "every target scraped")
     rules = requests.get(f"{PROMETHEUS}/api/v1/rules", timeout=10).json()["data"]["groups"]
     assert {group["name"] for group in rules} == RULE_GROUPS
@@ -108,6 +109,10 @@ def test_the_metrics_show_one_writable_primary_and_one_master_on_the_recorded_no
     assert [labels["instance"] for labels, _ in recorded] == [primary]
     streaming = query("airflow_ha_postgresql_standby_streaming == 1")
     assert [labels["standby"] for labels, _ in streaming] == [standby]
+    # The exporters': the primary's PostgreSQL answers SQL (a warm standby
+    # does not), both Redis servers answer, one of them a master.
+    assert [labels["instance"] for labels, _ in query("pg_up == 1")] == [primary]
+    assert sorted(labels["instance"] for labels, _ in query("redis_up == 1")) == [SERVER1, SERVER2]
     lag = query("scalar(max(airflow_ha_postgresql_current_lsn_bytes))"
                 " - airflow_ha_postgresql_received_lsn_bytes")
     assert [labels["instance"] for labels, _ in lag] == [standby]

@@ -26,6 +26,7 @@ OS_FAMILIES = {
 
 
 LAB_PILLAR = yaml.safe_load((PILLAR / "lab" / "cluster.sls").read_text())
+LAB_SECRETS = yaml.safe_load((PILLAR / "lab" / "secrets.sls").read_text())
 
 
 def environment_nodes(environment):
@@ -315,9 +316,20 @@ def test_monitoring_follows_the_pillars_nodes(render, tmp_path):
         scheduled = "monitoring-replication-metrics" in highstate
         assert scheduled == ("postgresql" in nodes[name]["roles"]), name
         assert ("monitoring-prometheus-config" in highstate) == (name == "airflow-lb1")
-    schedule = state_args(render("lab", "airflow-server2", "Debian"),
-                          "monitoring-replication-metrics", "schedule")
+    server = render("lab", "airflow-server2", "Debian")
+    schedule = state_args(server, "monitoring-replication-metrics", "schedule")
     assert (schedule["function"], schedule["seconds"]) == ("ha_metrics.write", 5)
+    # The database servers' exporters; the Redis password only in the
+    # template, which reads the pillar, not among the state's arguments.
+    assert "DATA_SOURCE_NAME=\"user=prometheus host=/var/run/postgresql port=5432 " in state_args(
+        server, "monitoring-postgres-exporter-arguments", "file")["contents"]
+    redis = state_args(server, "monitoring-redis-exporter-arguments", "file")
+    assert (redis["mode"], redis["show_changes"]) == ("0640", False)
+    assert LAB_SECRETS["redis"]["password"] not in json.dumps(redis)
+    assert state_args(server, "postgresql-hba", "file")["context"]["monitoring_role"] == "prometheus"
+    assert "postgresql-monitoring-role" in render("lab", "airflow-server1", "Debian")
+    assert settings["scrape_targets"]["postgresql"] == {
+        "airflow-server1": "10.11.12.10:9187", "airflow-server2": "10.11.12.20:9187"}
 
 
 def test_without_a_monitoring_node_no_node_runs_monitoring(render, tmp_path):
