@@ -8,16 +8,16 @@ airflow:
 # alert within seconds of its fault, and every alert sent to the webhook the
 # tests run on the host (the lab bridge's gateway address).
 monitoring:
-  scrape_interval: 5s
-  evaluation_interval: 5s
-  metrics_interval: 5
+  scrape_interval: 10s
+  evaluation_interval: 10s
+  metrics_interval: 10
   # The lab's certificate is its own (pillar/lab/secrets.sls), from no CA
   # the monitoring node trusts.
   probe_tls: {insecure_skip_verify: true}
   alerts:
-    metrics_stale_seconds: 30
+    metrics_stale_seconds: 60
     pending_critical: 10s
-    pending_warning: 15s
+    pending_warning: 20s
   alertmanager:
     route:
       receiver: lab-tests

@@ -318,7 +318,7 @@ def test_monitoring_follows_the_pillars_nodes(render, tmp_path):
         assert ("monitoring-prometheus-config" in highstate) == (name == "airflow-lb1")
     server = render("lab", "airflow-server2", "Debian")
     schedule = state_args(server, "monitoring-replication-metrics", "schedule")
-    assert (schedule["function"], schedule["seconds"]) == ("ha_metrics.write", 5)
+    assert (schedule["function"], schedule["seconds"]) == ("ha_metrics.write", 10)
     # The database servers' exporters; the Redis password only in the
     # template, which reads the pillar, not among the state's arguments.
     assert "DATA_SOURCE_NAME=\"user=prometheus host=/var/run/postgresql port=5432 " in state_args(
