@@ -81,7 +81,7 @@ def pair():
     return primary, (SERVER2 if primary == SERVER1 else SERVER1)
 
 
-def test_prometheus_scrapes_every_node_and_has_the_rules(lab):
+def test_prometheus_scrapes_every_node_and_has_the_rules(lab, say):
     def targets_up():
         active = requests.get(f"{PROMETHEUS}/api/v1/targets", timeout=10).json()["data"][
             "activeTargets"]
@@ -95,6 +95,12 @@ def test_prometheus_scrapes_every_node_and_has_the_rules(lab):
     wait_until(lambda: targets_up() == expected, 60, "every target scraped")
     rules = requests.get(f"{PROMETHEUS}/api/v1/rules", timeout=10).json()["data"]["groups"]
     assert {group["name"] for group in rules} == RULE_GROUPS
+    for labels, seconds in sorted(query("scrape_duration_seconds"),
+                                  key=lambda sample: (sample[0]["job"], sample[0]["instance"])):
+        say(f"BENCHMARK monitoring: scrape of {labels['job']} on {labels['instance']} "
+            f"{seconds * 1000:.0f} ms")
+    (_, memory), = query('process_resident_memory_bytes{job="prometheus"}')
+    say(f"BENCHMARK monitoring: Prometheus resident memory {memory / 2**20:.0f} MiB")
 
 
 def test_the_metrics_show_one_writable_primary_and_one_master_on_the_recorded_node(lab):
