@@ -248,4 +248,4 @@ def status_text():
     """salt-run airflow_ha.status, as an operator reads it."""
     result = run([str(VENV_BIN / "salt-run"), "airflow_ha.status"], check=False, cwd=REPO,
                  timeout=120)
-    return (result.stdout + result.stderr).strip()
+    return result.stdout.strip()

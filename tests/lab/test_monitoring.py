@@ -77,7 +77,10 @@ def firing():
 
 
 def pair():
-    primary = salt_run_json("airflow_ha.topology")["record"]["primary"]
+    """(primary, standby): the topology record's, or before any failover
+    the preferred primary's."""
+    topology = salt_run_json("airflow_ha.topology")
+    primary = (topology["record"] or {}).get("primary") or topology["preferred"]
     return primary, (SERVER2 if primary == SERVER1 else SERVER1)
 
 
