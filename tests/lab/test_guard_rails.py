@@ -91,7 +91,9 @@ def test_secrets_stay_out_of_output_logs_ps_and_readable_files(lab):
     processes = ProcessWatch(lab)
     processes.start()
     try:
-        run = subprocess.run([str(REPO / ".venv/bin/salt"), "*", "state.apply", "-l", "debug",
+        # Waiting for every node, as tests.conftest.highstate does.
+        run = subprocess.run([str(REPO / ".venv/bin/salt"), "--timeout=600", "*", "state.apply",
+                              "-l", "debug",
                               "--out=json", "--static"],
                              cwd=REPO, capture_output=True, text=True)
     finally:
