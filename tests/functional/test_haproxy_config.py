@@ -178,10 +178,9 @@ def test_lab_backends_are_both_webservers_and_both_flowers(lab_config):
     assert "    bind 10.11.12.5:8080\n" in text
     assert "    tcp-request connection reject unless { src 10.11.12.10 10.11.12.20 10.11.12.30 }\n" \
         in text
-    # Its Prometheus metrics: on its cluster address, for the monitoring node
-    # (airflow-lb1 itself, in the lab) only.
-    assert ("frontend prometheus\n    bind 10.11.12.5:8405\n"
-            "    tcp-request connection reject unless { src 10.11.12.5 }\n") in text
+    # No monitoring node in the lab's pillar: no metrics frontend (the live
+    # haproxy below has one).
+    assert "frontend prometheus" not in text
 
 
 def test_check_cmd_refuses_a_config_haproxy_refuses_and_keeps_the_file(

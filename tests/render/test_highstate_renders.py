@@ -274,13 +274,29 @@ def test_airflow_secrets_stay_out_of_change_output(render):
     assert "lab-admin-71c3e9" not in users["name"]  # the password goes on stdin
 
 
+def lab_monitored_by_its_balancer(pillar_root):
+    """A copy of the pillar tree whose lab has the monitoring role on
+    airflow-lb1, with a webhook receiver and a 10 s export interval."""
+    shutil.copytree(PILLAR, pillar_root, ignore=shutil.ignore_patterns("local.sls"))
+    cluster = pillar_root / "lab" / "cluster.sls"
+    cluster.write_text(cluster.read_text().replace("roles: [haproxy]",
+                                                   "roles: [haproxy, monitoring]"))
+    (pillar_root / "lab" / "local.sls").write_text(yaml.safe_dump({"monitoring": {
+        "metrics_interval": 10,
+        "alertmanager": {"route": {"receiver": "hook"}, "receivers": [
+            {"name": "hook", "webhook_configs": [{"url": "http://10.11.12.1:9099/alerts"}]}]}}}))
+    return pillar_root
+
+
 def test_monitoring_follows_the_pillars_nodes(render, tmp_path):
-    """The lab's monitoring node scrapes every node of the pillar, each
-    labelled with its minion id; every node runs the node exporter on its
-    cluster address; the database servers' minions export their
-    replication state on a schedule."""
+    """A monitoring node scrapes every node of the pillar, each labelled
+    with its minion id; every node runs the node exporter on its cluster
+    address; the database servers' minions export their replication state
+    on a schedule."""
     nodes = environment_nodes("lab")
-    balancer = render("lab", "airflow-lb1", "Debian")
+    pillar = lab_monitored_by_its_balancer(tmp_path / "pillar")
+    balancer = render("lab", "airflow-lb1", "Debian", pillar)
+    assert isinstance(balancer, dict), balancer
     config = state_args(balancer, "monitoring-prometheus-config", "file")
     settings = config["context"]["monitoring"]
     assert settings["scrape_targets"]["node"] == {
@@ -310,13 +326,13 @@ def test_monitoring_follows_the_pillars_nodes(render, tmp_path):
     assert receivers[0]["webhook_configs"][0]["url"] == "http://10.11.12.1:9099/alerts"
 
     for name in nodes:
-        highstate = balancer if name == "airflow-lb1" else render("lab", name, "Debian")
+        highstate = balancer if name == "airflow-lb1" else render("lab", name, "Debian", pillar)
         arguments = state_args(highstate, "monitoring-node-exporter-arguments", "file")
         assert f"--web.listen-address={nodes[name]['address']}:9100 " in arguments["contents"]
         scheduled = "monitoring-replication-metrics" in highstate
         assert scheduled == ("postgresql" in nodes[name]["roles"]), name
         assert ("monitoring-prometheus-config" in highstate) == (name == "airflow-lb1")
-    server = render("lab", "airflow-server2", "Debian")
+    server = render("lab", "airflow-server2", "Debian", pillar)
     schedule = state_args(server, "monitoring-replication-metrics", "schedule")
     assert (schedule["function"], schedule["seconds"]) == ("ha_metrics.write", 10)
     # The database servers' exporters; the Redis password only in the
@@ -327,17 +343,14 @@ def test_monitoring_follows_the_pillars_nodes(render, tmp_path):
     assert (redis["mode"], redis["show_changes"]) == ("0640", False)
     assert LAB_SECRETS["redis"]["password"] not in json.dumps(redis)
     assert state_args(server, "postgresql-hba", "file")["context"]["monitoring_role"] == "prometheus"
-    assert "postgresql-monitoring-role" in render("lab", "airflow-server1", "Debian")
+    assert "postgresql-monitoring-role" in render("lab", "airflow-server1", "Debian", pillar)
     assert settings["scrape_targets"]["postgresql"] == {
         "airflow-server1": "10.11.12.10:9187", "airflow-server2": "10.11.12.20:9187"}
 
 
-def test_without_a_monitoring_node_no_node_runs_monitoring(render, tmp_path):
-    pillar_root = tmp_path / "pillar"
-    shutil.copytree(PILLAR, pillar_root, ignore=shutil.ignore_patterns("local.sls"))
-    cluster = pillar_root / "lab" / "cluster.sls"
-    cluster.write_text(cluster.read_text().replace("[haproxy, monitoring]", "[haproxy]"))
+def test_without_a_monitoring_node_no_node_runs_monitoring(render):
     for node in ("airflow-lb1", "airflow-server1"):
-        highstate = render("lab", node, "Debian", pillar_root)
+        highstate = render("lab", node, "Debian")
         assert isinstance(highstate, dict), highstate
         assert not [key for key in highstate if key.startswith("monitoring-")], node
+        assert "postgresql-monitoring-role" not in highstate
