@@ -97,7 +97,9 @@ def _health_url(cluster):
 
 def _monitoring_urls(cluster):
     servers = cluster.with_role("monitoring")
-    return servers and cluster.monitoring_urls(_settings(cluster, "monitoring", servers[0]))
+    if not servers:
+        return None
+    return cluster.monitoring_urls(_settings(cluster, "monitoring", servers[0]))
 
 
 def _units(cluster, node, role):
