@@ -200,26 +200,46 @@ def record_primary(node, reason, fenced=()):
         cluster = _cluster()
         if node not in cluster.database_nodes():
             raise errors.InvalidInput(f"{node} is not a database node of the pillar")
-        path = record_path(__opts__)
-        answering = sorted(_answering(cluster.nodes))
-        copies = _record_copies(cluster, answering)
-        record = new_record(node, cluster.primary, reason,
-                            [read_record(path), *copies.values()], fenced=fenced)
-        write_record(path, record)
-        seen = _cluster().primary
-        if seen != node:
-            raise errors.OperationFailed(
-                f"wrote {path}, but the pillar still names {seen} as the primary",
-                fix="check that pillar/top.sls includes topology")
-        for answering_node in answering:
-            runbook.state_applied("the record's copy", [answering_node], {answering_node: _call(
-                answering_node, "state.single", "file.managed",
-                name=_record_copy_path(cluster, answering_node), contents=record_text(record),
-                makedirs=True, mode="0644")})
-        return {"record": path, "primary": node, "generation": record["generation"],
-                "copies on": ", ".join(answering) or "no answering node"}
+        return _write_record(cluster, node, cluster.primary, reason, fenced)
 
     return _step("record_primary", action, node=node)
+
+
+def _write_record(cluster, node, previous_primary, reason, fenced):
+    """Write the record naming ``node`` as the primary, a generation past
+    every known one, give every answering node its copy and check that the
+    pillar follows."""
+    path = record_path(__opts__)
+    answering = sorted(_answering(cluster.nodes))
+    copies = _record_copies(cluster, answering)
+    record = new_record(node, previous_primary, reason,
+                        [read_record(path), *copies.values()], fenced=fenced)
+    write_record(path, record)
+    seen = _cluster().primary
+    if seen != node:
+        raise errors.OperationFailed(
+            f"wrote {path}, but the pillar still names {seen} as the primary",
+            fix="check that pillar/top.sls includes topology")
+    for answering_node in answering:
+        runbook.state_applied("the record's copy", [answering_node], {answering_node: _call(
+            answering_node, "state.single", "file.managed",
+            name=_record_copy_path(cluster, answering_node), contents=record_text(record),
+            makedirs=True, mode="0644")})
+    return {"record": path, "primary": node, "generation": record["generation"],
+            "copies on": ", ".join(answering) or "no answering node"}
+
+
+def _forget_fenced(node):
+    """The record stops listing ``node`` as fenced once it streams again:
+    status and verify must then take its silence as a problem. Returns what
+    changed ({} when the record did not list it)."""
+    record = read_record(record_path(__opts__)) or {}
+    if node not in record.get("fenced", ()):
+        return {}
+    written = _write_record(_cluster(), record["primary"], record.get("previous_primary"),
+                            f"{node} rejoined as a standby, after {record.get('reason')}",
+                            [fenced for fenced in record["fenced"] if fenced != node])
+    return {"record": f"no longer lists {node} as fenced (generation {written['generation']})"}
 
 
 # --- Status -------------------------------------------------------------------------
@@ -645,7 +665,8 @@ def pg_rejoin(node, primary, discard=None):
     Make PostgreSQL on ``node`` a streaming standby of ``primary`` unless it
     already is one: fence it, then ``pg_replication.rejoin`` (nothing to
     copy, pg_rewind, or a base backup); check that ``primary`` shows it
-    streaming.
+    streaming. A node the record lists as fenced (a forced run fenced it)
+    is taken off that list: its silence is a problem again.
 
     CLI Example:
 
@@ -657,13 +678,14 @@ def pg_rejoin(node, primary, discard=None):
         state = _call(node, "pg_replication.status")
         primary_state = _call(primary, "pg_replication.status")
         if failover.rejoined(node, state, primary_state):
-            return {"already": f"streaming from {primary}"}
+            return {"already": f"streaming from {primary}", **_forget_fenced(node)}
         _call(node, "pg_replication.fence", reason=f"rejoining {primary} as a standby",
               timeout=_LONG_SECONDS)
         rejoined = _call(node, "pg_replication.rejoin", primary=_cluster().address(primary),
                          discard=discard, timeout=_LONG_SECONDS)
-        return runbook.rejoined(node, primary, rejoined, _call(node, "pg_replication.status"),
-                                _call(primary, "pg_replication.status"))
+        verified = runbook.rejoined(node, primary, rejoined, _call(node, "pg_replication.status"),
+                                    _call(primary, "pg_replication.status"))
+        return {**verified, **_forget_fenced(node)}
 
     return _step("pg_rejoin", action, node=node, primary=primary)
 

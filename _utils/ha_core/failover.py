@@ -200,16 +200,18 @@ def finish_decision(record, old, new, old_state, new_state, new_answers):
     ``new`` has not rejoined. Returns None when that run cannot be the one
     to finish (another writer of the record, ``old`` not the primary) or
     when ``new`` streams from ``old`` unfenced (it finished: a new switch may
-    start); else the plan's ``{"mode": "finish", "rejoin": new when it
-    answers and the run did not fence it, else None, ...}``: Airflow
-    follows, ``new`` rejoins, then verify; each step skips what is done.
+    start), or follows ``old``'s timeline unfenced (it rejoined, then
+    stopped streaming: a new fault, not a run to finish); else the plan's
+    ``{"mode": "finish", "rejoin": new when it answers and the run did not
+    fence it, else None, ...}``: Airflow follows, ``new`` rejoins, then
+    verify; each step skips what is done.
     """
     reason = str((record or {}).get("reason", ""))
     if not reason.startswith("orch.failover") or record.get("previous_primary") != new:
         return None
     if (old_state or {}).get("role") != "primary":
         return None
-    if rejoined(new, new_state, old_state):
+    if rejoined(new, new_state, old_state) or on_the_timeline_of(new_state, old_state):
         return None
     # A forced run recorded the node it fenced: its data may have diverged,
     # so orch.failback rejoins it, with the operator's consent to any loss.
@@ -378,6 +380,16 @@ def streams_from(node, state, primary_state):
     streaming = {entry["application_name"] for entry in primary_state.get("standbys", [])
                  if entry["state"] == "streaming"}
     return state.get("role") == "standby" and node in streaming
+
+
+def on_the_timeline_of(state, primary_state):
+    """Whether an unfenced standby follows the primary's timeline: it
+    rejoined after the promotion that began that timeline (a former primary
+    that has not is still on the timeline before it), so the run that
+    promoted has finished even if the standby stopped streaming since."""
+    timeline = int((primary_state or {}).get("timeline") or 0)
+    return (bool(state) and state.get("role") == "standby" and not state.get("fenced")
+            and timeline > 0 and int(state.get("timeline") or 0) >= timeline)
 
 
 def rejoined(node, state, primary_state):

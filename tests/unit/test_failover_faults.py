@@ -275,6 +275,21 @@ def test_a_finished_run_lets_the_next_failover_start_a_new_switch():
     assert finish_decision(PLANNED, S2, S1, states[S2], states[S1], True) is None
 
 
+def test_a_standby_that_rejoined_then_stopped_streaming_is_no_run_to_finish():
+    """After the run, the standby followed the new timeline; a broken link
+    now is a fault a planned switch must refuse over, not a run to finish."""
+    cut_off = pg_standby(S1, S2, timeline=2, wal_receiver=None)
+    assert finish_decision(PLANNED, S2, S1, pg_primary(S2, timeline=2), cut_off, True) is None
+    assert finish_decision(FORCED, S2, S1, pg_primary(S2, timeline=2), cut_off, True) is None
+
+
+def test_a_former_primary_still_on_the_old_timeline_or_fenced_is_a_run_to_finish():
+    primary = pg_primary(S2, timeline=2)
+    for state in (pg_standby(S1, S2, timeline=1, wal_receiver=None),
+                  pg_standby(S1, S2, timeline=2, fenced=True)):
+        assert finish_decision(PLANNED, S2, S1, primary, state, True)["mode"] == "finish"
+
+
 @pytest.mark.parametrize("record", [
     None,
     {"primary": S2, "previous_primary": S1, "reason": "airflow_ha.unfence: the copies named"},
