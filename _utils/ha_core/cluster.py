@@ -189,14 +189,23 @@ class Cluster:
 
     def monitoring_urls(self, monitoring_settings):
         """{"prometheus": URL, "alertmanager": URL} on the monitoring node,
-        or None when no node has the monitoring role."""
+        and "overview": its page through the first load balancer; None when
+        no node has the monitoring role."""
         servers = self.with_role("monitoring")
         if not servers:
             return None
-        host = self.address(servers[0])
-        host = f"[{host}]" if ":" in host else host
-        return {name: f"http://{host}:{monitoring_settings['ports'][name]}"
+        ports = monitoring_settings["ports"]
+
+        def host(node):
+            address = self.address(node)
+            return f"[{address}]" if ":" in address else address
+
+        urls = {name: f"http://{host(servers[0])}:{ports[name]}"
                 for name in ("prometheus", "alertmanager")}
+        balancers = self.with_role("haproxy")
+        if balancers:
+            urls["overview"] = f"https://{host(balancers[0])}:{ports['overview']}/"
+        return urls
 
     def webserver_health_url(self, node, airflow_settings):
         """Airflow's health endpoint on one webserver (or API server)."""

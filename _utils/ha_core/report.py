@@ -94,6 +94,8 @@ def monitoring_text(monitoring):
     """The status lines of the monitoring node: its URLs, the alerts firing."""
     lines = [f"monitoring: Prometheus {monitoring['prometheus']}, "
              f"Alertmanager {monitoring['alertmanager']}"]
+    if monitoring.get("overview"):
+        lines.append(f"overview page: {monitoring['overview']} (HAProxy's statistics user)")
     alerts = monitoring["alerts"]
     if isinstance(alerts, dict):
         lines.append(f"alerts: Prometheus does not answer ({alerts['error']})")

@@ -231,6 +231,20 @@ BACKENDS = [
 ]
 
 
+class PrometheusStandIn(http.server.BaseHTTPRequestHandler):
+    """The monitoring node's Prometheus, as far as HAProxy sees it."""
+
+    def do_GET(self):
+        body = f"prometheus: {self.path}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
 def free_port(count):
     """`count` distinct ports free on 127.0.0.1 now."""
     probes = [socket.socket() for _ in range(count)]
@@ -268,8 +282,11 @@ def live(make_loaders, tmp_path_factory):
             backend_port = server.server_address[1]
             servers.append(server)
             threading.Thread(target=server.serve_forever, daemon=True).start()
-        airflow_port, tls_port, flower_port, stats_port, execution_port, metrics_port = \
-            free_port(6)
+        airflow_port, tls_port, flower_port, stats_port, execution_port, metrics_port, \
+            overview_port = free_port(7)
+        prometheus = http.server.ThreadingHTTPServer((MONITORING_ADDRESS, 0), PrometheusStandIn)
+        servers.append(prometheus)
+        threading.Thread(target=prometheus.serve_forever, daemon=True).start()
         nodes = {LAB_NODE: {"address": "127.0.0.1", "roles": ["haproxy"]},
                  "monitor": {"address": MONITORING_ADDRESS, "roles": ["monitoring"]}}
         for spec in BACKENDS:
@@ -285,7 +302,8 @@ def live(make_loaders, tmp_path_factory):
                         "webserver_port": backend_port, "flower_port": backend_port,
                         "execution_api_port": execution_port,
                         "admin_socket": str(tmp_path / "admin.sock")},
-            "monitoring": {"ports": {"haproxy": metrics_port}},
+            "monitoring": {"ports": {"haproxy": metrics_port, "overview": overview_port,
+                                     "prometheus": prometheus.server_address[1]}},
         })
         loaders = make_loaders(id=LAB_NODE, airflow_environment="live",
                                pillar_roots={"base": [str(pillar)]},
@@ -299,6 +317,7 @@ def live(make_loaders, tmp_path_factory):
         try:
             yield {"airflow": airflow_port, "tls": tls_port, "flower": flower_port,
                    "execution": execution_port, "metrics": metrics_port,
+                   "overview": overview_port,
                    "stats": stats_port, "certificate": tmp_path / "airflow.pem",
                    "process": process, "log": tmp_path / "haproxy.log"}
         finally:
@@ -435,3 +454,30 @@ def test_stats_page_needs_its_credentials(live, settled):
         OPENER.open(wrong, timeout=2)
     assert refused.value.code == 401
 
+
+
+def test_prometheus_and_its_overview_page_need_the_stats_credentials(live, settled):
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args):
+            return None
+
+    context = ssl.create_default_context(cafile=str(live["certificate"]))
+    context.check_hostname = False
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect(),
+                                         urllib.request.HTTPSHandler(context=context))
+
+    def get(path, password=None):
+        request = urllib.request.Request(f"https://127.0.0.1:{live['overview']}{path}")
+        if password:
+            token = base64.b64encode(f"admin:{password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with opener.open(request, timeout=5) as response:
+                return response.status, response.headers.get("Location"), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers.get("Location"), ""
+
+    assert get("/graph")[0] == 401
+    assert get("/graph", "wrong")[0] == 401
+    assert get("/graph", STATS_PASSWORD) == (200, None, "prometheus: /graph")
+    assert get("/", STATS_PASSWORD)[:2] == (302, "/consoles/airflow.html")

@@ -346,6 +346,26 @@ def test_monitoring_follows_the_pillars_nodes(render, tmp_path):
     assert "postgresql-monitoring-role" in render("lab", "airflow-server1", "Debian", pillar)
     assert settings["scrape_targets"]["postgresql"] == {
         "airflow-server1": "10.11.12.10:9187", "airflow-server2": "10.11.12.20:9187"}
+    # Airflow's StatsD metrics: every Airflow node sends them to the bridge
+    # on the monitoring node, which names each series by its sender.
+    assert state_args(server, "airflow-config", "file")["context"]["airflow"]["statsd"] == {
+        "host": "10.11.12.5", "port": 9125}
+    bridge = state_args(balancer, "monitoring-statsd-bridge-unit", "file")["context"]
+    assert (bridge["statsd_address"], bridge["web_address"]) == ("10.11.12.5:9125",
+                                                                 "10.11.12.5:9102")
+    assert yaml.safe_load(state_args(balancer, "monitoring-statsd-node-names", "file")[
+        "contents"]) == {node["address"]: name for name, node in nodes.items()}
+    assert settings["scrape_targets"]["airflow"] == {"airflow-lb1": "10.11.12.5:9102"}
+    # Flower's /metrics, with its basic authentication from a file.
+    assert settings["scrape_targets"]["flower"] == {
+        "airflow-server1": "10.11.12.10:5555", "airflow-server2": "10.11.12.20:5555"}
+    flower_job = next(job for job in yaml.safe_load(text)["scrape_configs"]
+                      if job["job_name"] == "flower")
+    assert flower_job["basic_auth"] == {"username": "flower",
+                                        "password_file": "/etc/prometheus/flower.password"}
+    password = state_args(balancer, "monitoring-flower-password", "file")
+    assert (password["mode"], password["show_changes"]) == ("0640", False)
+    assert LAB_SECRETS["airflow"]["flower"]["password"] not in json.dumps(password)
 
 
 def test_without_a_monitoring_node_no_node_runs_monitoring(render):
@@ -354,3 +374,5 @@ def test_without_a_monitoring_node_no_node_runs_monitoring(render):
         assert isinstance(highstate, dict), highstate
         assert not [key for key in highstate if key.startswith("monitoring-")], node
         assert "postgresql-monitoring-role" not in highstate
+    server = render("lab", "airflow-server1", "Debian")
+    assert state_args(server, "airflow-config", "file")["context"]["airflow"]["statsd"] is None

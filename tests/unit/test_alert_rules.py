@@ -72,6 +72,10 @@ HEALTHY = {
     f'node_systemd_service_restart_total{{instance="{S1}",name="airflow-scheduler.service"}}':
         flat(0),
     f'node_filesystem_avail_bytes{{instance="{S1}",mountpoint="/",fstype="ext4"}}': flat(50),
+    **{f'airflow_scheduler_heartbeat{{instance="airflow-lb1",node="{s}",type="counter"}}':
+       f"0+3x{STEPS}" for s in (S1, S2)},
+    **{f'flower_worker_online{{instance="{s}",worker="celery@airflow-worker1"}}': flat(1)
+       for s in (S1, S2)},
     f'node_filesystem_size_bytes{{instance="{S1}",mountpoint="/",fstype="ext4"}}': flat(100),
 }
 
@@ -123,6 +127,15 @@ FAULTS = [
     ("AirflowSchedulersMissing",
      {f'node_systemd_unit_state{{instance="{S2}",name="airflow-scheduler.service",'
       'state="active"}': flat(0)}, {}),
+    ("AirflowSchedulerHeartbeatStale",
+     {f'airflow_scheduler_heartbeat{{instance="airflow-lb1",node="{S2}",type="counter"}}':
+      f"0+3x{STEPS // 2} {3 * STEPS // 2}x{STEPS // 2}"}, {"node": S2}),
+    ("AirflowSchedulersNotHeartbeating",
+     {f'airflow_scheduler_heartbeat{{instance="airflow-lb1",node="{S2}",type="counter"}}':
+      flat(7)}, {}),
+    ("CeleryWorkerOffline",
+     {f'flower_worker_online{{instance="{s}",worker="celery@airflow-worker1"}}': flat(0)
+      for s in (S1, S2)}, {"worker": "celery@airflow-worker1"}),
     ("CeleryNoWorker",
      {'node_systemd_unit_state{instance="airflow-worker1",name="airflow-worker.service",'
       'state="active"}': flat(0)}, {}),

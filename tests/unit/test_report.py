@@ -117,3 +117,6 @@ def test_the_status_text_shows_where_monitoring_is_and_the_alerts_firing_critica
         "alerts: Prometheus does not answer (connection refused)")
     status["monitoring"]["alerts"] = []
     assert status_text(status, S1).endswith("alerts: none firing")
+    status["monitoring"]["overview"] = "https://10.0.0.6:9443/"
+    assert status_text(status, S1).splitlines()[-2] == (
+        "overview page: https://10.0.0.6:9443/ (HAProxy's statistics user)")
