@@ -72,6 +72,14 @@ def assert_converged(results):
         assert not changed, f"{name}: {changed}"
 
 
+@pytest.fixture(scope="session")
+def salt_factories_config(tmp_path_factory):
+    """Salt's test daemons (the minions the render and functional tests
+    configure) keep their directories under pytest's own temporary
+    directory, which pytest prunes, not in /tmp for good."""
+    return {"root_dir": tmp_path_factory.mktemp("salt-factories")}
+
+
 @pytest.fixture
 def say(capsys):
     """say(line): print straight to the terminal, past pytest's capture:
