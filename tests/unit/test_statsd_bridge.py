@@ -32,7 +32,8 @@ def test_statsd_lines_are_parsed(line, parsed):
     assert bridge.parse_line(line) == parsed
 
 
-@pytest.mark.parametrize("line", ["no value", "a:1", "a:x|c", "a:1|s", ":1|c", "a:1|c|@0"])
+@pytest.mark.parametrize("line", ["no value", "a:1", "a:x|c", "a:1|s", ":1|c", "a:1|c|@0",
+                                  "a:1|c|@x"])
 def test_what_is_not_a_statsd_line_is_refused(line):
     assert bridge.parse_line(line) is None
 

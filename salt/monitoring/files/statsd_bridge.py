@@ -82,12 +82,9 @@ def parse_line(line):
     fields = rest.split("|")
     if not name or len(fields) < 2 or fields[1] not in TYPES:
         return None
-    rate = 1.0
-    for field in fields[2:]:
-        if field.startswith("@"):
-            rate = float(field[1:])
     try:
         value = float(fields[0])
+        rate = next((float(field[1:]) for field in fields[2:] if field.startswith("@")), 1.0)
     except ValueError:
         return None
     if rate <= 0:
