@@ -181,14 +181,16 @@ def _record_copies(cluster, nodes):
     return copies
 
 
-def record_primary(node, reason, fenced=()):
+def record_primary(node, reason, fenced=(), down=None):
     """
     Record ``node`` as the PostgreSQL primary and Redis master, one
     generation past the master's record and every node's copy, so that
-    every later highstate keeps it; give every answering node its copy (the
-    start guards go by it, the validation holds the master's record against
-    it); check that the pillar now says so. ``fenced`` lists the nodes the
-    run proved fenced: status and verify take them not answering as known.
+    every later highstate keeps it; give every answering node but those in
+    ``down`` its copy (the start guards go by it, the validation holds the
+    master's record against it; a node that returns gets its copy from the
+    reactor); check that the pillar now says so. ``fenced`` lists the nodes
+    the run proved fenced: status and verify take them not answering as
+    known.
 
     CLI Example:
 
@@ -200,17 +202,17 @@ def record_primary(node, reason, fenced=()):
         cluster = _cluster()
         if node not in cluster.database_nodes():
             raise errors.InvalidInput(f"{node} is not a database node of the pillar")
-        return _write_record(cluster, node, cluster.primary, reason, fenced)
+        return _write_record(cluster, node, cluster.primary, reason, fenced, down)
 
     return _step("record_primary", action, node=node)
 
 
-def _write_record(cluster, node, previous_primary, reason, fenced):
+def _write_record(cluster, node, previous_primary, reason, fenced, down=None):
     """Write the record naming ``node`` as the primary, a generation past
-    every known one, give every answering node its copy and check that the
-    pillar follows."""
+    every known one, give every answering node but those in ``down`` its
+    copy and check that the pillar follows."""
     path = record_path(__opts__)
-    answering = sorted(_answering(cluster.nodes))
+    answering = sorted(_answering(cluster.nodes, down))
     copies = _record_copies(cluster, answering)
     record = new_record(node, previous_primary, reason,
                         [read_record(path), *copies.values()], fenced=fenced)
@@ -338,9 +340,10 @@ def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None, d
     cluster = _cluster()
     _say(f"==> pre-flight ({action}): inspecting {', '.join(sorted(cluster.nodes))}")
     try:
-        _wait_for_earlier_steps(cluster)
-        result = _plan(cluster, action, force, switch_back, max_lag_bytes, discard, fenced,
-                       max_redis_lag_bytes)
+        answering = _answering(cluster.nodes)
+        _wait_for_earlier_steps(cluster, answering)
+        result = _plan(cluster, answering, action, force, switch_back, max_lag_bytes, discard,
+                       fenced, max_redis_lag_bytes)
     except errors.HaError as error:
         result = {"action": action, "old": cluster.primary, "new": None, "mode": None,
                   "refused": f"the pre-flight could not inspect the cluster: {error}",
@@ -350,14 +353,15 @@ def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None, d
     return result
 
 
-def _wait_for_earlier_steps(cluster, wait=_LONG_SECONDS):
-    """Wait until no job of an earlier run's step still runs on a node: a
-    run killed half-way leaves its step's job running there (a rejoin, a
-    base backup), and nothing is inspected or changed beside it."""
+def _wait_for_earlier_steps(cluster, answering, wait=_LONG_SECONDS):
+    """Wait until no job of an earlier run's step still runs on an
+    ``answering`` node: a run killed half-way leaves its step's job running
+    there (a rejoin, a base backup), and nothing is inspected or changed
+    beside it."""
     last = {}
 
     def idle():
-        busy = _nodes().step_jobs(_answering(cluster.nodes))
+        busy = _nodes().step_jobs(answering)
         if busy and busy != last:
             _say("    waiting for jobs an earlier run left running: " + "; ".join(
                 f"{node} {', '.join(functions)}" for node, functions in sorted(busy.items())))
@@ -368,9 +372,8 @@ def _wait_for_earlier_steps(cluster, wait=_LONG_SECONDS):
     probes.wait_until(idle, wait, "no job of an earlier run left on the nodes")
 
 
-def _plan(cluster, action, force, switch_back, max_lag_bytes, discard, fenced,
+def _plan(cluster, answering, action, force, switch_back, max_lag_bytes, discard, fenced,
           max_redis_lag_bytes):
-    answering = _answering(cluster.nodes)
     refusal = (failover.pillar_refusal(_nodes().render_validation(sorted(answering)))
                or _release_line_refusal(cluster, answering))
     pg_states, redis_states = ({}, {}) if refusal else _nodes().data_tier_states(cluster,
@@ -531,11 +534,13 @@ def pg_promote(node, old_primary, planned=True):
     return _step("pg_promote", action, node=node)
 
 
-def redis_switch(node, old_master, planned=True):
+def redis_switch(node, old_master, planned=True, down=None):
     """
     Make Redis on ``node`` the master. Planned: FAILOVER on the old master,
     which waits until ``node`` has every write it acknowledged, then
-    follows it and saves that role. Unplanned: ``node`` stops following.
+    follows it and saves that role. Unplanned: ``node`` stops following;
+    the old master, unless in ``down`` (the pre-flight found it down) or
+    silent, follows ``node``.
 
     CLI Example:
 
@@ -551,7 +556,7 @@ def redis_switch(node, old_master, planned=True):
                              timeout=_LONG_SECONDS)
             verified = runbook.redis_promoted(node, promoted,
                                               _call(node, "redis_replication.status"))
-        if planned or old_master in _answering([old_master]):
+        if planned or old_master in _answering([old_master], down):
             # A former master fenced by its minion comes back a replica of node.
             cluster = _cluster()
             _call(old_master, "service.start", _settings(cluster, "redis", old_master)["service"])
@@ -577,12 +582,13 @@ def _following(node, master, cluster):
     return state if up else None
 
 
-def _restart_unless_current(cluster, node, unit, no_block):
-    """Restart ``unit`` on ``node`` unless its process started after its
-    configuration last changed (systemd restarted it after its broker went
-    away: it has the new one). A unit still starting is given its start-up
-    time first: Celery does not survive a stop then (it hangs until the
-    unit's stop timeout). Returns whether it was restarted."""
+def _start_unless_current(cluster, node, unit, no_block):
+    """Start ``unit`` on ``node`` when it is stopped, or restart it when its
+    process started before its configuration last changed (the node missed
+    a restart); a unit running since its configuration changed is left
+    alone. A unit still starting is given its start-up time first: Celery
+    does not survive a stop then (it hangs until the unit's stop timeout).
+    Returns whether it was (re)started."""
     settings = _settings(cluster, "airflow", node)
     process_age, configuration_age = _nodes().unit_ages(
         node, unit, [f"{settings['home']}/airflow.cfg", settings["environment_file"]])
@@ -591,58 +597,52 @@ def _restart_unless_current(cluster, node, unit, no_block):
     if process_age is not None and process_age < _START_UP_SECONDS:
         time.sleep(_START_UP_SECONDS - process_age)
     if not _call(node, "service.restart", unit, no_block=no_block):
-        raise errors.OperationFailed(f"{unit} on {node} did not restart")
+        raise errors.OperationFailed(f"{unit} on {node} did not start")
     return True
 
 
-def airflow_follow(wait=300, down=None):
+def airflow_resume(wait=300, down=None):
     """
-    Point Airflow at the recorded primary: apply ``airflow.config`` on every
-    answering Airflow node but those in ``down`` (they get it from their
-    highstate), then restart in ``runbook.RESTART_ORDER``, the webservers one
-    at a time, each healthy before the next; check Airflow's health through
-    the load balancer.
+    Start Airflow again where the runbook stopped it: on every answering
+    Airflow node but those in ``down``, in ``runbook.START_ORDER``, start
+    the units that are stopped (the schedulers), the single ones (Airflow
+    3's DAG processor) only where the recorded primary is; then check
+    Airflow's health through the load balancer. Nothing that runs is
+    restarted: Airflow's configuration names no primary (the database URL
+    lists every database node, the broker is the load balancers' frontend
+    that follows the Redis master), so its processes reconnect to the new
+    primaries by themselves. Only a unit older than its configuration (its
+    node missed a restart) is restarted.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt-run airflow_ha.airflow_follow
+        salt-run airflow_ha.airflow_resume
     """
     def action():
         cluster = _cluster()
         nodes = sorted(_answering(cluster.airflow_nodes(), down))
-        runbook.state_applied("airflow.config", nodes,
-                              _nodes().apply(nodes, "airflow.config", _LONG_SECONDS))
-        restarted, requested, current = [], [], []
-        for role, no_block in runbook.RESTART_ORDER:
+        started, requested = [], []
+        for role, no_block in runbook.START_ORDER:
             for node in sorted(set(cluster.with_role(role)) & set(nodes)):
                 for unit in _place_units(cluster, node, role):
-                    if not _restart_unless_current(cluster, node, unit, no_block):
-                        current.append(f"{unit}@{node}")
-                        continue
-                    (requested if no_block else restarted).append(f"{unit}@{node}")
-        for node in sorted(set(cluster.with_role("airflow-webserver")) & set(nodes)):
-            for unit in _place_units(cluster, node, "airflow-webserver"):
-                _call(node, "service.restart", unit)
-                restarted.append(f"{unit}@{node}")
-            probes.wait_healthy(_webserver_health_url(cluster, node), wait,
-                                f"a healthy webserver on {node}")
+                    if _start_unless_current(cluster, node, unit, no_block):
+                        (requested if no_block else started).append(f"{unit}@{node}")
         url = _health_url(cluster)
         if url:
             probes.wait_healthy(url, wait, "Airflow healthy through the load balancer")
-        verified = {"restarted": ", ".join(restarted), "healthy": url or "no load balancer"}
+        verified = {"started": ", ".join(started) or "none",
+                    "healthy": url or "no load balancer"}
         if requested:
             verified["restart requested (warm: running tasks finish first)"] = ", ".join(requested)
-        if current:
-            verified["started since the new configuration"] = ", ".join(current)
         missed = sorted(set(cluster.airflow_nodes()) - set(nodes))
         if missed:
-            verified["not reached (they take the configuration when their minion returns)"] = \
+            verified["not reached (they start theirs when their minion returns)"] = \
                 ", ".join(missed)
         return verified
 
-    return _step("airflow_follow", action)
+    return _step("airflow_resume", action)
 
 
 def _place_units(cluster, node, role):
@@ -760,12 +760,14 @@ def returning_node(node):
     """
     Bring a node whose minion has just started up to date, when its copy of
     the topology record is older than the master's record: it was down
-    while a runbook moved the primaries, so its Airflow still names the old
-    broker. Its record copy and its Airflow configuration are applied, and
-    its Airflow units that started before the new configuration restart; a
-    node that missed nothing is left alone. The reactor (etc/salt/master) runs this on every minion start;
-    until it has run, the old broker is a fenced replica or down, so the
-    returning node's Airflow processes can take no work from it.
+    while a runbook moved the primaries. Its record copy (which its start
+    guards go by) and its Airflow configuration are applied; its single
+    Airflow units (Airflow 3's DAG processor) run only where the recorded
+    primary is, and its units that are stopped or older than their
+    configuration start; a node that missed nothing is left alone. The
+    reactor (etc/salt/master) runs this on every minion start. Its Airflow
+    processes need nothing else: the broker frontend and the database URL
+    already lead to the new primaries.
 
     CLI Example:
 
@@ -786,10 +788,10 @@ def returning_node(node):
          f"(the master's: {master_generation}): applying {', '.join(sls)}")
     runbook.state_applied(", ".join(sls), [node], {node: _call(
         node, "state.sls", ",".join(sls), queue=True, timeout=_LONG_SECONDS)})
-    units = [unit for role in (*dict(runbook.RESTART_ORDER), "airflow-webserver")
+    units = [unit for role in dict(runbook.START_ORDER)
              if node in cluster.with_role(role) for unit in _place_units(cluster, node, role)]
     restarted = [unit for unit in units
-                 if _restart_unless_current(cluster, node, unit, no_block=True)]
+                 if _start_unless_current(cluster, node, unit, no_block=True)]
     return {"node": node, "applied": ", ".join(sls), "generation": master_generation,
             "restart requested": ", ".join(restarted) or "none"}
 
@@ -909,8 +911,8 @@ def rotation_plan():
     cluster = _cluster()
     _say(f"==> pre-flight (rotate): inspecting {', '.join(sorted(cluster.nodes))}")
     try:
-        _wait_for_earlier_steps(cluster)
         answering = _answering(cluster.nodes)
+        _wait_for_earlier_steps(cluster, answering)
         refusal = (failover.pillar_refusal(_nodes().render_validation(sorted(answering)))
                    or _release_line_refusal(cluster, answering))
         pg_states = {} if refusal else _nodes().data_tier_states(cluster, answering)[0]
@@ -1108,7 +1110,7 @@ def upgrade_plan(rollback=False):
     _say(f"==> pre-flight ({'rollback' if rollback else 'upgrade'}): inspecting "
          f"{', '.join(sorted(cluster.nodes))}")
     try:
-        _wait_for_earlier_steps(cluster)
+        _wait_for_earlier_steps(cluster, _answering(cluster.nodes))
         result = _upgrade_plan(cluster, rollback)
     except errors.HaError as error:
         result = {"mode": None, "from": None, "to": None, "installed": {}, "backup": None,

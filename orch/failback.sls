@@ -14,7 +14,7 @@
     that would discard WAL the preferred primary holds past the fork (what
     it committed after the other was promoted) is refused until `discard`
     names that range; the discarded WAL is kept beside its data directory. #}
-{%- from 'orch/steps.jinja' import step, refuse, rejoin, planned_switch with context %}
+{%- from 'orch/steps.jinja' import step, refuse, rejoin, planned_switch, resume_airflow with context %}
 {%- set plan = salt['saltutil.runner']('airflow_ha.plan', action='failback',
                                        switch_back=salt['pillar.get']('switch_back', True),
                                        discard=salt['pillar.get']('discard')) %}
@@ -32,7 +32,7 @@
 {{ planned_switch(run, plan.old, plan.new, 'orch.failback', plan.down) }}
 {%-   else %}
 {#-     An earlier failback may have stopped after recording the primary. #}
-{{ step(run, 'point Airflow at ' ~ plan.old ~ ' and restart it', 'airflow_follow', down=plan.down) }}
+{{ resume_airflow(run, plan.down) }}
 {{ step(run, 'verify the cluster', 'verify', down=plan.down) }}
 {%-   endif %}
 {%- endif %}

@@ -20,7 +20,7 @@
       (pillar failover:fence), else only when the operator names it:
       pillar='{"force": true, "fenced": "NODE"}'. A standby that still
       streams from it refuses that word. #}
-{%- from 'orch/steps.jinja' import step, refuse, rejoin, planned_switch with context %}
+{%- from 'orch/steps.jinja' import step, refuse, rejoin, planned_switch, resume_airflow with context %}
 {%- set plan = salt['saltutil.runner']('airflow_ha.plan', action='failover',
                                        force=salt['pillar.get']('force', False),
                                        max_lag_bytes=salt['pillar.get']('max_lag_bytes'),
@@ -33,7 +33,7 @@
 {%- if plan.refused %}
 {{ refuse(plan.refused) }}
 {%- elif plan.mode == 'finish' %}
-{{ step(run, 'point Airflow at ' ~ plan.old ~ ' and restart it', 'airflow_follow', down=plan.down) }}
+{{ resume_airflow(run, plan.down) }}
 {%-   if plan.rejoin %}
 {{ rejoin(run, plan.rejoin, plan.old) }}
 {%-   endif %}
@@ -44,8 +44,8 @@
 {{ step(run, 'stop the Airflow schedulers', 'stop_schedulers', down=plan.down) }}
 {{ step(run, 'fence ' ~ plan.old ~ ' (' ~ plan.fence ~ ') before anything is promoted', 'fence_old_primary', node=plan.old, primary=plan.new, method=plan.fence) }}
 {{ step(run, 'promote PostgreSQL on ' ~ plan.new ~ ' (forced)', 'pg_promote', node=plan.new, old_primary=plan.old, planned=false) }}
-{{ step(run, 'make Redis on ' ~ plan.new ~ ' the master', 'redis_switch', node=plan.new, old_master=plan.old, planned=false) }}
-{{ step(run, 'record ' ~ plan.new ~ ' as the primary', 'record_primary', node=plan.new, reason='orch.failover (unplanned, forced): ' ~ plan.old ~ ' fenced ' ~ plan.fence, fenced=[plan.old]) }}
-{{ step(run, 'point Airflow at ' ~ plan.new ~ ' and restart it', 'airflow_follow', down=plan.down) }}
+{{ step(run, 'make Redis on ' ~ plan.new ~ ' the master', 'redis_switch', node=plan.new, old_master=plan.old, planned=false, down=plan.down) }}
+{{ step(run, 'record ' ~ plan.new ~ ' as the primary', 'record_primary', node=plan.new, reason='orch.failover (unplanned, forced): ' ~ plan.old ~ ' fenced ' ~ plan.fence, fenced=[plan.old], down=plan.down) }}
+{{ resume_airflow(run, plan.down) }}
 {{ step(run, 'verify the cluster', 'verify', down=plan.down) }}
 {%- endif %}

@@ -11,12 +11,13 @@ README's "When a step fails" table follows the catalogue row by row.
 from ha_core.errors import OperationFailed
 from ha_core.failover import streams_from, switch_proves_no_loss
 
-# The order airflow_follow restarts Airflow in, after the new configuration:
-# (role, whether to return before the unit has restarted). Each role's unit
-# is named after it. Workers shut down warm (running tasks finish first), so
-# the step does not wait for them; the webservers come last, one at a time.
-RESTART_ORDER = (("airflow-scheduler", False), ("airflow-flower", False),
-                 ("airflow-triggerer", False), ("airflow-worker", True))
+# The order airflow_resume starts Airflow's stopped units in: (role, whether
+# to return before the unit has started). Each role's unit is named after
+# it. A worker restarted (its configuration changed) shuts down warm:
+# running tasks finish first, so the step does not wait for it.
+START_ORDER = (("airflow-scheduler", False), ("airflow-flower", False),
+               ("airflow-triggerer", False), ("airflow-worker", True),
+               ("airflow-webserver", False))
 
 STEPS = {
     "record_primary": (
@@ -33,7 +34,7 @@ STEPS = {
         "no node accepts writes now. Check {node} with salt {node} pg_replication.status. To "
         "make it the primary again, start its PostgreSQL (it comes up fenced, in recovery) and "
         "run salt {node} pg_replication.promote force=True, then salt-run "
-        "airflow_ha.airflow_follow; or re-run the failover"),
+        "airflow_ha.airflow_resume; or re-run the failover"),
     "pg_check_standby_caught_up": (
         "check that {standby} received every WAL record of {old_primary}",
         "{old_primary} is shut down and fenced, {standby} is still a standby: nothing is lost "
@@ -49,11 +50,12 @@ STEPS = {
         "check both with salt 'airflow-server*' redis_replication.status; if the failover "
         "aborted, {old_master} is still the master and nothing was lost: retry the "
         "orchestration"),
-    "airflow_follow": (
-        "point Airflow at the new primaries and restart it",
-        "the data tier has switched and is recorded; run the same runbook again: it finishes "
-        "(Airflow follows, the old primary rejoins); or salt '*' state.apply, then check "
-        "salt-run airflow_ha.status"),
+    "airflow_resume": (
+        "start the Airflow schedulers again, Airflow healthy through the load balancer",
+        "the data tier has switched and is recorded, and Airflow's connections follow it by "
+        "themselves; run the same runbook again: it finishes (the schedulers start, the old "
+        "primary rejoins); or salt -G 'roles:airflow-scheduler' service.start "
+        "airflow-scheduler, then check salt-run airflow_ha.status"),
     "pg_rejoin": (
         "rejoin PostgreSQL on {node} as a standby of {primary}",
         "{primary} is the primary and serves Airflow; {node} stays fenced (it cannot start as "

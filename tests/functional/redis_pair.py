@@ -49,6 +49,7 @@ class RedisServer:
     directory: Path
     port: int
     password: str
+    address: str = "127.0.0.1"
     process: subprocess.Popen = field(default=None, repr=False)
     # redis.conf as written here, which nothing may change afterwards.
     config_written: bytes = field(default=None, repr=False)
@@ -68,7 +69,9 @@ class RedisServer:
         self.directory.mkdir(parents=True)
         lines = [
             f"port {self.port}",
-            "bind 127.0.0.1",
+            f"bind {self.address}",
+            # The address its master knows it by (it connects from 127.0.0.1).
+            f"replica-announce-ip {self.address}",
             f'requirepass "{self.password}"',
             f'masterauth "{self.password}"',
             "appendonly yes",
@@ -84,7 +87,7 @@ class RedisServer:
         self.config_written = self.config_file.read_bytes()
         role = ["# Initial role, as Salt writes it."]
         if replicaof is not None:
-            role.append(f"replicaof 127.0.0.1 {replicaof.port}")
+            role.append(f"replicaof {replicaof.address} {replicaof.port}")
         self.role_file.write_text("\n".join(role) + "\n")
 
     def start(self):
@@ -114,7 +117,7 @@ class RedisServer:
         self.process.wait()
 
     def client(self, **options):
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
+        return redis.Redis(host=self.address, port=self.port, password=self.password,
                            decode_responses=True, **options)
 
     def answers(self):

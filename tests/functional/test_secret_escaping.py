@@ -188,6 +188,7 @@ def test_haproxy_stats_page_takes_the_password(odd_node, tmp_path):
         "flower_frontend_port": free_port(), "stats_port": stats_port,
         "execution_api_bind_address": "127.0.0.1", "execution_api_port": free_port(),
         "metrics_bind_address": "127.0.0.1",
+        "broker_bind_address": "127.0.0.1", "broker_port": free_port(),
         "tls_certificate_file": str(tls_files(tmp_path)),
         "admin_socket": str(tmp_path / "admin.sock")})
     config = tmp_path / "haproxy.cfg"

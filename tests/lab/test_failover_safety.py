@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import bin_lab, highstate, salt_json
 from tests.lab.airflow_api import wait_until
-from tests.lab.test_failover import failback_with_consent
+from tests.lab.test_failover import failback_with_consent, run_state, trigger_sleeping_run
 from tests.lab.writers import (SERVER1, SERVER2, WORKER, assert_loss_accounted,
                                assert_nothing_lost, orchestrate, psql, redis_cli, redis_master,
                                salt_run, salt_run_json, watched, writable)
@@ -231,7 +231,7 @@ def test_a_forced_failover_of_a_live_primary_fences_it_before_promoting(lab, say
 
 # The steps of a planned switch, by the first words of their progress lines.
 PLANNED_STEPS = ("==> shut down", "==> check that", "==> promote", "==> make Redis",
-                 "==> record", "==> point Airflow", "==> rejoin")
+                 "==> record", "==> start the Airflow schedulers", "==> rejoin")
 
 
 def test_a_planned_switch_killed_before_each_step_is_finished_by_the_next_run(lab, say):
@@ -251,11 +251,11 @@ def test_a_planned_switch_killed_before_each_step_is_finished_by_the_next_run(la
         assert record()["primary"] == standby and problems() == []
         # Back to the preferred primary by failback; from the other, by failover.
         back = "orch.failback" if primary == SERVER1 else "orch.failover"
-        returncode, output = orchestrate(say, back, stop_at="==> point Airflow")
+        returncode, output = orchestrate(say, back, stop_at="==> start the Airflow schedulers")
         assert returncode != 0, output
         returncode, output = orchestrate(say, back)
         assert returncode == 0, output
-        assert f"point Airflow at {primary}" in output, output
+        assert "start the Airflow schedulers again" in output, output
         time.sleep(2)
     assert_the_writer(primary)
     assert problems() == []
@@ -438,12 +438,15 @@ def test_a_lost_master_record_stops_the_highstate_until_recorded_again(lab, say)
     assert_nothing_lost(writer, writer.acknowledged, primary)
 
 
-def test_a_worker_down_during_a_failover_follows_when_it_returns(lab, say):
+def test_a_worker_down_during_a_failover_takes_work_when_it_returns(lab, say):
     """Scenario 8: the worker is off while the primaries move; the run says
-    it was not reached; when its minion starts, the reactor gives it the
-    new broker before it takes work. (The writer runs on the standby
-    server here: the worker is the node that goes down.)"""
+    it was not reached. When it returns, nothing of its configuration has
+    to change (its broker is the balancer's frontend, which leads to the
+    new master already), and it runs the next DAG run. (The writer runs on
+    the standby server here: the worker is the node that goes down.)"""
     primary, standby = pair()
+    config = "/opt/airflow/airflow.cfg"
+    configured = bin_lab("exec", WORKER, "--", "sha256sum", config).stdout
     with watched(lab, say, primary, writer_node=standby) as writer:
         bin_lab("crash", WORKER)
         try:
@@ -451,15 +454,14 @@ def test_a_worker_down_during_a_failover_follows_when_it_returns(lab, say):
         finally:
             bin_lab("start", WORKER)  # the later tests need it, whatever this one finds
         assert returncode == 0, output
-        assert f"not reached (they take the configuration when their minion returns) {WORKER}" \
-            in output
-        config = "/opt/airflow/airflow.cfg"
-        wait_until(lambda: lab[standby] in bin_lab("exec", WORKER, "--", "grep", "^broker_url",
-                                                   config, check=False).stdout,
-                   180, f"{WORKER}'s broker is Redis on {standby}")
+        assert f"not reached (they start theirs when their minion returns) {WORKER}" in output
         wait_until(lambda: bin_lab("exec", WORKER, "--", "systemctl", "is-active",
                                    "airflow-worker", check=False).stdout.strip() == "active",
                    120, "its worker active")
+        smoke = trigger_sleeping_run(0)
+        assert wait_until(lambda: run_state(smoke), 300, "a DAG run after the worker returned") \
+            == "success"
+        assert bin_lab("exec", WORKER, "--", "sha256sum", config).stdout == configured
         time.sleep(2)
     assert_the_writer(standby)
     assert_nothing_lost(writer, writer.acknowledged, standby)

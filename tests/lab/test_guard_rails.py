@@ -2,6 +2,7 @@
 from the host, which is not a cluster node, and from a cluster node."""
 
 import json
+import socket
 import subprocess
 import threading
 
@@ -12,6 +13,7 @@ import yaml
 from lab.settings import LAB_SECRETS, SALT_ROOT, lab_balancer_address
 from tests.conftest import LAB_CA, REPO, bin_lab
 from tests.lab.airflow_api import API_PATHS, LOGIN_PATHS, Api, health, wait_until
+from tests.lab.writers import redis_cli, redis_master
 
 pytestmark = pytest.mark.lab
 
@@ -310,6 +312,39 @@ def test_redis_refuses_a_cluster_node_without_the_password(lab):
               "s.sendall(b'PING\\r\\n')\nprint(s.recv(100).decode())\n")
     assert bin_lab("exec", CLUSTER_NODE, "--", "python3", "-", input=script).stdout.startswith(
         "-NOAUTH")
+
+
+BROKER_PROBE = """
+import socket
+with socket.create_connection((BALANCER, 6380), timeout=10) as broker:
+    broker.sendall(b"AUTH " + PASSWORD.encode() + b"\\r\\nINFO replication\\r\\nQUIT\\r\\n")
+    answer = b""
+    while chunk := broker.recv(65536):
+        answer += chunk
+print(answer.decode())
+"""
+
+
+def test_the_broker_frontend_leads_the_airflow_nodes_to_the_redis_master(lab):
+    """Celery's broker_url names the balancer's frontend: from an Airflow
+    node it reaches the Redis master; from anywhere else it answers
+    nothing."""
+    script = (f"BALANCER = {BALANCER!r}\nPASSWORD = {SECRETS['redis']['password']!r}\n"
+              + BROKER_PROBE)
+    answer = bin_lab("exec", CLUSTER_NODE, "--", "python3", "-", input=script).stdout
+    assert "role:master" in answer, answer
+    masters = [node for node in ("airflow-server1", "airflow-server2") if redis_master(node)]
+    assert len(masters) == 1
+    replid = next(line for line in redis_cli(masters[0], "INFO", "replication").splitlines()
+                  if line.startswith("master_replid:"))
+    assert replid.strip() in answer
+    try:
+        with socket.create_connection((BALANCER, 6380), timeout=10) as stranger:
+            stranger.sendall(b"PING\r\n")
+            answer = stranger.recv(64)
+    except ConnectionError:  # closed or reset: nothing answered
+        answer = b""
+    assert answer == b""
 
 
 def test_postgresql_authenticates_with_scram_sha_256_only(lab):

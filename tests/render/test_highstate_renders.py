@@ -142,11 +142,21 @@ def test_the_topology_record_moves_every_role_that_follows_the_primary(render):
     assert state_args(old_primary, "postgresql-standby",
                       "pg_replication")["primary_address"] == "10.11.12.20"
     assert state_args(old_primary, "redis-initial-role", "file")["context"]["master_address"] == "10.11.12.20"
-    airflow = state_args(worker, "airflow-config", "file")["context"]["airflow"]
-    assert "@10.11.12.20:6379/0" in airflow["broker_url"]
-    # Every database node, the recorded primary first, each with its port
+
+    # Airflow's configuration names no primary: the record changes none of it,
+    # so a failover restarts nothing.
+    def airflow_config(highstate):
+        return state_args(highstate, "airflow-config", "file")["context"]["airflow"]
+
+    airflow = airflow_config(worker)
+    assert airflow == airflow_config(render("lab", "airflow-worker1", "Debian"))
+    for key in ("broker_url", "sql_alchemy_conn", "result_backend"):
+        assert airflow_config(old_primary)[key] == airflow[key] == airflow_config(new_primary)[key]
+    # The broker: the balancer's frontend that follows the Redis master.
+    assert airflow["broker_url"].endswith("@10.11.12.5:6380/0")
+    # Every database node, the preferred primary first, each with its port
     # (SQLAlchemy 2 refuses fewer ports than hosts); libpq takes the writable one.
-    assert "?host=10.11.12.20,10.11.12.10&port=5432,5432&" in airflow["sql_alchemy_conn"]
+    assert "?host=10.11.12.10,10.11.12.20&port=5432,5432&" in airflow["sql_alchemy_conn"]
     assert "target_session_attrs=read-write" in airflow["sql_alchemy_conn"]
 
     assert airflow["result_backend"] == "db+" + airflow["sql_alchemy_conn"]
@@ -156,9 +166,10 @@ def test_the_topology_record_moves_every_role_that_follows_the_primary(render):
 def test_the_jinja_primary_rule_is_the_pythons(render, name, record, expected):
     """current_primary() in salt/settings.jinja against the same cases as
     ha_core.cluster.Cluster.primary (tests/unit/test_cluster.py)."""
-    standby = render("lab", "airflow-worker1", "Debian", topology=record)
-    broker = state_args(standby, "airflow-config", "file")["context"]["airflow"]["broker_url"]
-    assert f"@{Cluster(LAB_PILLAR).address(expected)}:6379/0" in broker
+    server = "airflow-server2"
+    highstate = render("lab", server, "Debian", topology=record)
+    master_address = state_args(highstate, "redis-initial-role", "file")["context"]["master_address"]
+    assert master_address == ("" if expected == server else Cluster(LAB_PILLAR).address(expected))
 
 
 def test_workers_and_load_balancers_get_no_data_tier(render):

@@ -70,7 +70,7 @@ def test_airflow_reads_the_database_and_broker_passwords_back(odd_node, node, tm
     broker = config[("celery", "broker_url")]
     assert kombu_url_password(broker) == SECRETS["redis:password"]
     assert redis.connection.parse_url(broker)["password"] == SECRETS["redis:password"]
-    assert broker.endswith("@10.11.12.10:6379/0")
+    assert broker.endswith("@10.11.12.5:6380/0")  # the balancer's broker frontend
 
 
 def test_airflow_reads_the_keys_back(odd_node, tmp_path):
@@ -173,6 +173,30 @@ def test_haproxy_cfg_quotes_the_stats_password(odd_node, tmp_path):
     quoted = ("admin:" + SECRETS["haproxy:stats_password"]).replace("\\", "\\\\") \
         .replace('"', '\\"').replace("$", "\\$")
     assert line == f'stats auth "{quoted}"'
+
+
+def test_haproxy_broker_check_logs_in_to_redis_with_the_password(odd_node, tmp_path):
+    loaders, highstate = odd_node("airflow-lb1")
+    text = write_file_state(loaders, highstate, "haproxy-config", tmp_path / "haproxy.cfg")
+    auth = next(line.split()[-1] for line in text.splitlines()
+                if line.strip().startswith("tcp-check send-binary"))
+    assert resp_commands(bytes.fromhex(auth)) == [[b"AUTH", SECRETS["redis:password"].encode()]]
+
+
+def resp_commands(data):
+    """The commands in ``data`` as Redis reads them: each an array (`*N`)
+    of bulk strings (`$LENGTH`, then exactly that many bytes)."""
+    commands = []
+    while data:
+        count, _, data = data.removeprefix(b"*").partition(b"\r\n")
+        words = []
+        for _ in range(int(count)):
+            length, _, data = data.removeprefix(b"$").partition(b"\r\n")
+            words.append(data[:int(length)])
+            assert data[int(length):int(length) + 2] == b"\r\n"
+            data = data[int(length) + 2:]
+        commands.append(words)
+    return commands
 
 
 def test_a_conninfo_value_reads_back_in_libpq():

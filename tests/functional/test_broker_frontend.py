@@ -1,0 +1,152 @@
+"""The load balancer's broker frontend (salt/haproxy), which Airflow's
+[celery] broker_url names: the state's haproxy.cfg, run by the host's
+HAProxy in front of two real Redis servers (a master and its replica, on
+127.0.0.2 and 127.0.0.3, with a password only RESP framing carries
+intact). It reaches the master only, follows a FAILOVER within seconds,
+cuts the connections to the demoted master, and answers the Airflow nodes
+only."""
+
+import socket
+import subprocess
+import time
+
+import pytest
+import redis
+
+from tests.functional.redis_pair import RedisServer, free_port, wait_until
+from tests.functional.test_haproxy_config import (HAPROXY, LAB_NODE, pillar_tree, tls_files,
+                                                  write_config)
+
+# Spaces, a quote, `$` and `%`: each would break an inline command or
+# HAProxy's quoting.
+PASSWORD = "b r'oker $HOME %s"
+# The load balancer is also the Airflow node here, so that the tests'
+# clients, on 127.0.0.1, are the Airflow node's; 127.0.0.5 is no node.
+STRANGER = "127.0.0.5"
+FOLLOW_SECONDS = 10
+
+
+@pytest.fixture(scope="module")
+def brokers(tmp_path_factory):
+    """(master, replica) on 127.0.0.2 and 127.0.0.3, one port, the replica's
+    link up."""
+    base = tmp_path_factory.mktemp("brokers")
+    port = free_port()
+    master, replica = (RedisServer(name, base / name, port, PASSWORD, address=address)
+                       for name, address in (("server-a", "127.0.0.2"), ("server-b", "127.0.0.3")))
+    master.write_config()
+    replica.write_config(replicaof=master)
+    try:
+        master.start()
+        replica.start()
+        wait_until(replica.link_up, 10, "the replica's link to its master")
+        yield master, replica
+    finally:
+        replica.stop()
+        master.stop()
+
+
+@pytest.fixture(scope="module")
+def frontend(make_loaders, tmp_path_factory, brokers):
+    """HAProxy with the state's configuration for a pillar whose redis nodes
+    are the two servers: the frontend's port."""
+    tmp_path = tmp_path_factory.mktemp("frontend")
+    master, _ = brokers
+    broker_port, stats_port = free_port(), free_port()
+    nodes = {LAB_NODE: {"address": "127.0.0.1", "roles": ["haproxy", "airflow-worker"]},
+             "server-a": {"address": master.address, "roles": ["postgresql", "redis"]},
+             "server-b": {"address": brokers[1].address, "roles": ["postgresql", "redis"]}}
+    pillar = pillar_tree(tmp_path, live={
+        "include": ["lab.secrets"],
+        "cluster": {"name": "live", "primary": "server-a", "nodes": nodes},
+        "redis": {"port": master.port, "password": PASSWORD},
+        "haproxy": {"bind_address": "127.0.0.1", "broker_port": broker_port,
+                    "airflow_port": free_port(), "airflow_tls_port": free_port(),
+                    "flower_frontend_port": free_port(), "stats_port": stats_port,
+                    "execution_api_port": free_port(),
+                    "tls_certificate_file": str(tls_files(tmp_path)),
+                    "admin_socket": str(tmp_path / "admin.sock")},
+    })
+    loaders = make_loaders(id=LAB_NODE, airflow_environment="live",
+                           pillar_roots={"base": [str(pillar)]}, grains={"os_family": "Debian"})
+    config = tmp_path / "haproxy.cfg"
+    result = write_config(loaders, config)
+    assert result.result is True, result.comment
+    assert PASSWORD not in config.read_text()  # sent as hex: no quoting to get wrong
+    log = open(tmp_path / "haproxy.log", "w")
+    process = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=log,
+                               stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: role_through(broker_port) == "master", FOLLOW_SECONDS,
+                   "the frontend reaching the master")
+        yield broker_port
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+        log.close()
+
+
+def client(port):
+    """A Redis client through the frontend."""
+    return redis.Redis(host="127.0.0.1", port=port, password=PASSWORD, decode_responses=True,
+                       socket_timeout=2, socket_connect_timeout=2)
+
+
+def role_through(port):
+    """The role of the Redis server a fresh connection through the frontend
+    reaches; None when the frontend closes it."""
+    try:
+        return client(port).info("replication")["role"]
+    except (redis.ConnectionError, redis.TimeoutError):
+        return None
+
+
+def test_the_frontend_reaches_the_master_only(frontend, brokers):
+    master, replica = brokers
+    connection = client(frontend)
+    connection.set("written-through-the-frontend", "1")
+    assert master.client().get("written-through-the-frontend") == "1"
+    wait_until(lambda: replica.client().get("written-through-the-frontend") == "1", 5,
+               "the write replicated")
+
+
+def test_it_answers_the_airflow_nodes_only(frontend):
+    assert answer_to_a_stranger(frontend) == b""
+    assert client(frontend).ping()
+
+
+def answer_to_a_stranger(port):
+    """What the frontend answers a PING from an address that is no node's
+    (nothing: it closes or resets the connection)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5,
+                                      source_address=(STRANGER, 0)) as stranger:
+            stranger.sendall(b"PING\r\n")
+            return stranger.recv(64)
+    except ConnectionError:
+        return b""
+
+
+def test_it_follows_a_failover_and_cuts_the_old_masters_connections(frontend, brokers, say):
+    master, replica = brokers
+    before = redis.connection.Connection(host="127.0.0.1", port=frontend, password=PASSWORD)
+    before.connect()
+    client(frontend).set("before-the-switch", "1")
+    started = time.monotonic()
+    master.client().execute_command("FAILOVER")
+    wait_until(lambda: replica.replication()["role"] == "master", 10, "server-b promoted")
+    promoted = time.monotonic()
+    wait_until(lambda: (role_through(frontend) == "master"
+                        and client(frontend).get("before-the-switch") == "1"
+                        and client(frontend).set("after-the-switch", "1")),
+               FOLLOW_SECONDS, "the frontend reaching the new master")
+    followed = time.monotonic()
+    assert replica.client().get("after-the-switch") == "1"
+    # The connection opened before the switch, to the demoted master, was
+    # cut: the client reconnects, to the new master, instead of writing to
+    # a replica (READONLY).
+    with pytest.raises(redis.ConnectionError):
+        before.send_command("PING")
+        before.read_response()
+    say(f"BENCHMARK broker frontend: FAILOVER took {promoted - started:.2f} s, the frontend "
+        f"reached the new master {followed - promoted:.2f} s later")
