@@ -61,6 +61,7 @@ HEALTHY = {
        'state="UP"}': flat(1) for s in (S1, S2) for proxy in PROXIES},
     **{f'haproxy_backend_active_servers{{instance="airflow-lb1",proxy="{proxy}"}}': flat(2)
        for proxy in PROXIES},
+    'haproxy_backend_active_servers{instance="airflow-lb1",proxy="redis-master"}': flat(1),
     **{f'probe_success{{instance="{probe}",probe="{probe}"}}': flat(1)
        for probe in ("airflow-ui", "flower")},
     **{f'node_systemd_unit_state{{instance="{s}",name="airflow-scheduler.service",'
@@ -118,6 +119,10 @@ FAULTS = [
     ("LoadBalancerBackendDown",
      {'haproxy_backend_active_servers{instance="airflow-lb1",proxy="airflow-webservers"}':
       flat(0)}, {"instance": "airflow-lb1", "proxy": "airflow-webservers"}),
+    *[("BrokerFrontendWithoutOneMaster",
+       {'haproxy_backend_active_servers{instance="airflow-lb1",proxy="redis-master"}':
+        flat(masters)}, {"instance": "airflow-lb1", "proxy": "redis-master"})
+      for masters in (0, 2)],
     ("AirflowUnhealthyThroughLoadBalancer",
      {'probe_success{instance="airflow-ui",probe="airflow-ui"}': flat(0)},
      {"instance": "airflow-ui", "probe": "airflow-ui"}),
