@@ -112,10 +112,6 @@ def _units(cluster, node, role):
     return here, [unit for unit in every if unit not in here]
 
 
-def _webserver_health_url(cluster, node):
-    return cluster.webserver_health_url(node, _settings(cluster, "airflow", node))
-
-
 def _step(step, action, **names):
     """
     Run one runbook step: print its title, run action() (which returns a
