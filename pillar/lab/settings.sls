@@ -4,7 +4,7 @@ airflow:
   pip:
     find_links: /opt/wheelhouse
 
-# Monitoring, once a lab node has the monitoring role (README: Monitoring):
+# Monitoring, on airflow-lb1 (README: Monitoring):
 # short waits, so that the lab tests see an alert within seconds of its
 # fault, and every alert sent to the webhook the tests run on the host (the
 # lab bridge's gateway address).

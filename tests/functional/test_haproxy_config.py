@@ -178,9 +178,16 @@ def test_lab_backends_are_both_webservers_and_both_flowers(lab_config):
     assert "    bind 10.11.12.5:8080\n" in text
     assert "    tcp-request connection reject unless { src 10.11.12.10 10.11.12.20 10.11.12.30 }\n" \
         in text
-    # No monitoring node in the lab's pillar: no metrics frontend (the live
-    # haproxy below has one).
-    assert "frontend prometheus" not in text
+    # The lab's monitoring node is the balancer itself: HAProxy's metrics
+    # on its cluster address, for its own Prometheus only.
+    assert ("    bind 10.11.12.5:8405\n"
+            "    tcp-request connection reject unless { src 10.11.12.5 }\n") in text
+    # The broker frontend follows the Redis master among both servers.
+    start = text.index("listen redis-master")
+    broker = text[start:text.index("\n\n", start)]
+    assert "    bind 10.11.12.5:6380\n" in broker
+    assert [line.split()[1:3] for line in broker.splitlines() if line.strip().startswith("server ")] \
+        == [["airflow-server1", "10.11.12.10:6379"], ["airflow-server2", "10.11.12.20:6379"]]
 
 
 def test_check_cmd_refuses_a_config_haproxy_refuses_and_keeps_the_file(

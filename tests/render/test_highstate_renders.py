@@ -285,17 +285,9 @@ def test_airflow_secrets_stay_out_of_change_output(render):
     assert "lab-admin-71c3e9" not in users["name"]  # the password goes on stdin
 
 
-def lab_monitored_by_its_balancer(pillar_root):
-    """A copy of the pillar tree whose lab has the monitoring role on
-    airflow-lb1, with a webhook receiver and a 10 s export interval."""
+def lab_pillar(pillar_root):
+    """A copy of the lab's pillar tree, without this checkout's local.sls."""
     shutil.copytree(PILLAR, pillar_root, ignore=shutil.ignore_patterns("local.sls"))
-    cluster = pillar_root / "lab" / "cluster.sls"
-    cluster.write_text(cluster.read_text().replace("roles: [haproxy]",
-                                                   "roles: [haproxy, monitoring]"))
-    (pillar_root / "lab" / "local.sls").write_text(yaml.safe_dump({"monitoring": {
-        "metrics_interval": 10,
-        "alertmanager": {"route": {"receiver": "hook"}, "receivers": [
-            {"name": "hook", "webhook_configs": [{"url": "http://10.11.12.1:9099/alerts"}]}]}}}))
     return pillar_root
 
 
@@ -305,7 +297,7 @@ def test_monitoring_follows_the_pillars_nodes(render, tmp_path):
     address; the database servers' minions export their replication state
     on a schedule."""
     nodes = environment_nodes("lab")
-    pillar = lab_monitored_by_its_balancer(tmp_path / "pillar")
+    pillar = lab_pillar(tmp_path / "pillar")
     balancer = render("lab", "airflow-lb1", "Debian", pillar)
     assert isinstance(balancer, dict), balancer
     config = state_args(balancer, "monitoring-prometheus-config", "file")
@@ -345,7 +337,7 @@ def test_monitoring_follows_the_pillars_nodes(render, tmp_path):
         assert ("monitoring-prometheus-config" in highstate) == (name == "airflow-lb1")
     server = render("lab", "airflow-server2", "Debian", pillar)
     schedule = state_args(server, "monitoring-replication-metrics", "schedule")
-    assert (schedule["function"], schedule["seconds"]) == ("ha_metrics.write", 10)
+    assert (schedule["function"], schedule["seconds"]) == ("ha_metrics.write", 15)
     # The database servers' exporters; the Redis password only in the
     # template, which reads the pillar, not among the state's arguments.
     assert "DATA_SOURCE_NAME=\"user=prometheus host=/var/run/postgresql port=5432 " in state_args(
@@ -379,11 +371,15 @@ def test_monitoring_follows_the_pillars_nodes(render, tmp_path):
     assert LAB_SECRETS["airflow"]["flower"]["password"] not in json.dumps(password)
 
 
-def test_without_a_monitoring_node_no_node_runs_monitoring(render):
+def test_without_a_monitoring_node_no_node_runs_monitoring(render, tmp_path):
+    pillar = lab_pillar(tmp_path / "pillar")
+    cluster = pillar / "lab" / "cluster.sls"
+    cluster.write_text(cluster.read_text().replace("roles: [haproxy, monitoring]",
+                                                   "roles: [haproxy]"))
     for node in ("airflow-lb1", "airflow-server1"):
-        highstate = render("lab", node, "Debian")
+        highstate = render("lab", node, "Debian", pillar)
         assert isinstance(highstate, dict), highstate
         assert not [key for key in highstate if key.startswith("monitoring-")], node
         assert "postgresql-monitoring-role" not in highstate
-    server = render("lab", "airflow-server1", "Debian")
+    server = render("lab", "airflow-server1", "Debian", pillar)
     assert state_args(server, "airflow-config", "file")["context"]["airflow"]["statsd"] is None
