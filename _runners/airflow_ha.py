@@ -45,9 +45,6 @@ log = logging.getLogger(__name__)
 
 # Long operations: a base backup, a warm shutdown, a state run.
 _LONG_SECONDS = 600
-# How long an Airflow unit takes to start (Celery ready for a warm shutdown).
-_START_UP_SECONDS = 30
-
 
 # --- Talking to the master and the nodes -----------------------------------------
 
@@ -169,12 +166,11 @@ def _record_copy_path(cluster, node):
 
 def _record_copies(cluster, nodes):
     """``{node: its copy of the topology record, or None}`` of the nodes."""
-    copies = {}
-    for node in nodes:
-        path = _record_copy_path(cluster, node)
-        copies[node] = (json.loads(_call(node, "file.read", path))
-                        if _call(node, "file.file_exists", path) else None)
-    return copies
+    paths = {node: _record_copy_path(cluster, node) for node in nodes}
+    exists = _nodes().call_each({node: ("file.file_exists", [path]) for node, path in paths.items()})
+    texts = _nodes().call_each({node: ("file.read", [path]) for node, path in paths.items()
+                                if exists[node]})
+    return {node: json.loads(texts[node]) if node in texts else None for node in nodes}
 
 
 def record_primary(node, reason, fenced=(), down=None):
@@ -218,11 +214,11 @@ def _write_record(cluster, node, previous_primary, reason, fenced, down=None):
         raise errors.OperationFailed(
             f"wrote {path}, but the pillar still names {seen} as the primary",
             fix="check that pillar/top.sls includes topology")
-    for answering_node in answering:
-        runbook.state_applied("the record's copy", [answering_node], {answering_node: _call(
-            answering_node, "state.single", "file.managed",
-            name=_record_copy_path(cluster, answering_node), contents=record_text(record),
-            makedirs=True, mode="0644")})
+    runbook.state_applied("the record's copy", answering, _nodes().call_each({
+        answering_node: ("state.single", ["file.managed"], {
+            "name": _record_copy_path(cluster, answering_node), "contents": record_text(record),
+            "makedirs": True, "mode": "0644"})
+        for answering_node in answering}))
     return {"record": path, "primary": node, "generation": record["generation"],
             "copies on": ", ".join(answering) or "no answering node"}
 
@@ -337,7 +333,6 @@ def plan(action="failover", force=False, switch_back=True, max_lag_bytes=None, d
     _say(f"==> pre-flight ({action}): inspecting {', '.join(sorted(cluster.nodes))}")
     try:
         answering = _answering(cluster.nodes)
-        _wait_for_earlier_steps(cluster, answering)
         result = _plan(cluster, answering, action, force, switch_back, max_lag_bytes, discard,
                        fenced, max_redis_lag_bytes)
     except errors.HaError as error:
@@ -368,12 +363,23 @@ def _wait_for_earlier_steps(cluster, answering, wait=_LONG_SECONDS):
     probes.wait_until(idle, wait, "no job of an earlier run left on the nodes")
 
 
+def _inspect(cluster, answering):
+    """What a pre-flight learns from the ``answering`` nodes once no job of
+    an earlier run is left on them: ``(refusal, pg_states, redis_states)``.
+    The pillar validation, the Airflow release lines and the data tier's
+    states are asked all at once; no state counts when the run is refused."""
+    _wait_for_earlier_steps(cluster, answering)
+    airflow = sorted(answering & set(cluster.airflow_nodes()))
+    venv = _settings(cluster, "airflow", airflow[0])["venv"] if airflow else None
+    validation, versions, pg_states, redis_states = _nodes().preflight(cluster, answering, venv)
+    refusal = (failover.pillar_refusal(validation)
+               or _release_line_refusal(cluster, versions))
+    return (refusal, {}, {}) if refusal else (None, pg_states, redis_states)
+
+
 def _plan(cluster, answering, action, force, switch_back, max_lag_bytes, discard, fenced,
           max_redis_lag_bytes):
-    refusal = (failover.pillar_refusal(_nodes().render_validation(sorted(answering)))
-               or _release_line_refusal(cluster, answering))
-    pg_states, redis_states = ({}, {}) if refusal else _nodes().data_tier_states(cluster,
-                                                                                answering)
+    refusal, pg_states, redis_states = _inspect(cluster, answering)
     mined = action == "failover" and not refusal
     last_lsn, seen_at = _last_known_lsn(cluster.primary) if mined else (None, None)
     return failover.plan(cluster, action, answering, pg_states, force=force,
@@ -417,30 +423,33 @@ def _stop_units(role, down, wait=120):
 def _stopped_units(role, down, wait, every_line=False):
     """Stop the units of ``role`` on every answering node with that role
     but those in ``down`` (with ``every_line``, those of every release line
-    the node has), each within ``wait`` seconds, and check that they stay
-    stopped; returns them as UNIT@NODE. A restart requested without waiting
-    (the reactor's, for a node that has just returned) can cancel the stop,
-    or come after it: stop again until it is stopped."""
+    the node has), all nodes at once, each within ``wait`` seconds, and
+    check that they are stopped; returns them as UNIT@NODE. A restart
+    requested without waiting (the reactor's, for a node that has just
+    returned) can cancel the stop, or come after it: stop again until
+    every one is stopped."""
     cluster = _cluster()
-    nodes = sorted(_answering(cluster.with_role(role), down))
-    stopped_units = []
-    for node in nodes:
+    units = {}
+    for node in sorted(_answering(cluster.with_role(role), down)):
         if every_line:
-            units = [unit for unit in _every_line_units(role) if _call(node, "service.available", unit)]
+            units[node] = [unit for unit in _every_line_units(role)
+                           if _call(node, "service.available", unit)]
         else:
-            units = [unit for units in _units(cluster, node, role) for unit in units]
-        for unit in units:
-            def stopped(node=node, unit=unit):
-                try:
-                    _call(node, "service.stop", unit, timeout=wait)
-                except errors.OperationFailed as error:
-                    _say(f"    {error}: stopping it again")
-                    return False
-                return not _call(node, "service.status", unit)
+            units[node] = [unit for units in _units(cluster, node, role) for unit in units]
+    units = {node: names for node, names in units.items() if names}
 
-            probes.wait_until(stopped, wait, f"{unit} stopped on {node}")
-            stopped_units.append(f"{unit}@{node}")
-    return stopped_units
+    def stopped():
+        states = _nodes().call_each(
+            {node: ("airflow_units.stop", [names]) for node, names in units.items()}, wait)
+        running = [f"{unit}@{node} {state}" for node, unit_states in states.items()
+                   for unit, state in unit_states.items() if state not in ("inactive", "failed")]
+        if running:
+            _say(f"    still running: {', '.join(running)}: stopping again")
+        return not running
+
+    if units:
+        probes.wait_until(stopped, wait, f"the {role} units stopped")
+    return [f"{unit}@{node}" for node, names in units.items() for unit in names]
 
 
 def _every_line_units(role):
@@ -578,23 +587,25 @@ def _following(node, master, cluster):
     return state if up else None
 
 
-def _start_unless_current(cluster, node, unit, no_block):
-    """Start ``unit`` on ``node`` when it is stopped, or restart it when its
-    process started before its configuration last changed (the node missed
-    a restart); a unit running since its configuration changed is left
-    alone. A unit still starting is given its start-up time first: Celery
-    does not survive a stop then (it hangs until the unit's stop timeout).
-    Returns whether it was (re)started."""
-    settings = _settings(cluster, "airflow", node)
-    process_age, configuration_age = _nodes().unit_ages(
-        node, unit, [f"{settings['home']}/airflow.cfg", settings["environment_file"]])
-    if process_age is not None and process_age < configuration_age:
-        return False
-    if process_age is not None and process_age < _START_UP_SECONDS:
-        time.sleep(_START_UP_SECONDS - process_age)
-    if not _call(node, "service.restart", unit, no_block=no_block):
-        raise errors.OperationFailed(f"{unit} on {node} did not start")
-    return True
+def _resumed_units(cluster, nodes, wait, without_waiting=False):
+    """Start Airflow's units on ``nodes`` where they belong, role by role in
+    ``runbook.START_ORDER``, each role on every node at once
+    (airflow_units.resume: stopped units start, the single ones only where
+    the recorded primary is, a unit older than its configuration restarts).
+    Returns ``(started, requested)`` as UNIT@NODE: waited for, and
+    requested without waiting (workers; every unit ``without_waiting``)."""
+    started, requested = [], []
+    for role, no_block in runbook.START_ORDER:
+        no_block = no_block or without_waiting
+        calls = {}
+        for node in sorted(set(cluster.with_role(role)) & set(nodes)):
+            settings = _settings(cluster, "airflow", node)
+            calls[node] = ("airflow_units.resume", [
+                *_units(cluster, node, role),
+                [f"{settings['home']}/airflow.cfg", settings["environment_file"]], no_block])
+        for node, units in _nodes().call_each(calls, timeout=wait).items():
+            (requested if no_block else started).extend(f"{unit}@{node}" for unit in units)
+    return started, requested
 
 
 def airflow_resume(wait=300, down=None):
@@ -619,12 +630,7 @@ def airflow_resume(wait=300, down=None):
     def action():
         cluster = _cluster()
         nodes = sorted(_answering(cluster.airflow_nodes(), down))
-        started, requested = [], []
-        for role, no_block in runbook.START_ORDER:
-            for node in sorted(set(cluster.with_role(role)) & set(nodes)):
-                for unit in _place_units(cluster, node, role):
-                    if _start_unless_current(cluster, node, unit, no_block):
-                        (requested if no_block else started).append(f"{unit}@{node}")
+        started, requested = _resumed_units(cluster, nodes, wait)
         url = _health_url(cluster)
         if url:
             probes.wait_healthy(url, wait, "Airflow healthy through the load balancer")
@@ -639,21 +645,6 @@ def airflow_resume(wait=300, down=None):
         return verified
 
     return _step("airflow_resume", action)
-
-
-def _place_units(cluster, node, role):
-    """Stop and disable on ``node`` the single units of ``role`` that run
-    where the primaries are, when they are not here; enable them when they
-    are (as the highstate would). Returns the units of ``role`` that run
-    here."""
-    here, elsewhere = _units(cluster, node, role)
-    for unit in elsewhere:
-        _call(node, "service.stop", unit)
-        _call(node, "service.disable", unit)
-    for unit in here:
-        if not _call(node, "service.enabled", unit):
-            _call(node, "service.enable", unit)
-    return here
 
 
 def pg_rejoin(node, primary, discard=None):
@@ -784,12 +775,9 @@ def returning_node(node):
          f"(the master's: {master_generation}): applying {', '.join(sls)}")
     runbook.state_applied(", ".join(sls), [node], {node: _call(
         node, "state.sls", ",".join(sls), queue=True, timeout=_LONG_SECONDS)})
-    units = [unit for role in dict(runbook.START_ORDER)
-             if node in cluster.with_role(role) for unit in _place_units(cluster, node, role)]
-    restarted = [unit for unit in units
-                 if _start_unless_current(cluster, node, unit, no_block=True)]
+    _, requested = _resumed_units(cluster, [node], _LONG_SECONDS, without_waiting=True)
     return {"node": node, "applied": ", ".join(sls), "generation": master_generation,
-            "restart requested": ", ".join(restarted) or "none"}
+            "restart requested": ", ".join(requested) or "none"}
 
 
 def unfence(node=None, wait=120):
@@ -908,10 +896,7 @@ def rotation_plan():
     _say(f"==> pre-flight (rotate): inspecting {', '.join(sorted(cluster.nodes))}")
     try:
         answering = _answering(cluster.nodes)
-        _wait_for_earlier_steps(cluster, answering)
-        refusal = (failover.pillar_refusal(_nodes().render_validation(sorted(answering)))
-                   or _release_line_refusal(cluster, answering))
-        pg_states = {} if refusal else _nodes().data_tier_states(cluster, answering)[0]
+        refusal, pg_states, _ = _inspect(cluster, answering)
         drain_for = [what for what, changes in (
             ("Airflow's database password", _airflow_password_changes),
             ("the token signing key", _token_key_changes)) if changes(cluster, answering)]
@@ -1141,16 +1126,15 @@ def _upgrade_plan(cluster, rollback):
                         database_current=database_current, rollback=rollback)
 
 
-def _release_line_refusal(cluster, answering):
+def _release_line_refusal(cluster, versions):
     """Why a runbook whose steps apply Airflow's states must not run: an
     answering Airflow node runs another release line than the pillar's
-    airflow:version (its states would refuse half-way); or None."""
-    nodes = sorted(answering & set(cluster.airflow_nodes()))
-    if not nodes:
+    airflow:version (its states would refuse half-way); or None.
+    ``versions``: the answering Airflow nodes', as airflow_versions gives."""
+    if not versions:
         return None
-    settings = _settings(cluster, "airflow", nodes[0])
-    return upgrade.release_line_refusal(str(settings["version"]),
-                                        _nodes().airflow_versions(nodes, settings["venv"]))
+    settings = _settings(cluster, "airflow", sorted(versions)[0])
+    return upgrade.release_line_refusal(str(settings["version"]), versions)
 
 
 def _migrator(cluster):

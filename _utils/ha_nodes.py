@@ -28,6 +28,7 @@ class Nodes:
 
     def __init__(self, opts):
         self.client = salt.client.get_local_client(mopts=opts)
+        self.started = 0  # jobs from start whose returns are still to be read
 
     def answering(self, nodes, down=None):
         """
@@ -49,12 +50,48 @@ class Nodes:
         """
         reply = self.client.cmd(node, function, arg=list(args), kwarg=kwargs or None,
                                 timeout=timeout, full_return=True)
-        if node not in reply:
-            raise errors.Unreachable(f"{node} did not answer {function} within {timeout} s")
-        result = reply[node]
-        if result.get("retcode", 0) != 0:
-            raise errors.OperationFailed(f"{function} on {node} failed: {result.get('ret')}")
-        return result.get("ret")
+        return _result(node, function, reply.get(node), timeout)
+
+    def start(self, nodes, function, *args, timeout=60, **kwargs):
+        """Publish ``function`` to ``nodes`` and return at once: the job, for
+        ``returns``. Jobs started one after the other run side by side."""
+        nodes = sorted(nodes)
+        # listen: the client keeps this job's returns while it awaits another's.
+        job = self.client.run_job(nodes, function, list(args), tgt_type="list", timeout=timeout,
+                                  kwarg=kwargs or None, listen=True) if nodes else {}
+        self.started += bool(job)
+        return job, timeout
+
+    def returns(self, started):
+        """``{node: full return}`` of a job from ``start``: the nodes that
+        answered within its timeout."""
+        job, timeout = started
+        replies = {}
+        if not job:
+            return replies
+        try:
+            for returned in self.client.get_cli_event_returns(
+                    job["jid"], job["minions"], timeout, tgt=job["minions"], tgt_type="list"):
+                replies.update(returned or {})
+        finally:
+            self.started -= 1
+            if not self.started:  # as LocalClient.cmd does after its job
+                self.client.event.close_pub()
+        return replies
+
+    def call_each(self, calls, timeout=120):
+        """
+        Run one function on each of several nodes, all at once:
+        ``calls`` is ``{node: (function, args)}`` or ``{node: (function,
+        args, kwargs)}``. Returns ``{node: result}`` once every node has
+        answered; raises as call does for the first node, in name order,
+        that did not answer or whose function failed.
+        """
+        jobs = {}
+        for node, (function, args, *kwargs) in sorted(calls.items()):
+            jobs[node] = self.start([node], function, *args, timeout=timeout, **dict(*kwargs))
+        return {node: _result(node, calls[node][0], self.returns(job).get(node), timeout)
+                for node, job in jobs.items()}
 
     def connects(self, node, host, port):
         """Whether ``node`` can open a TCP connection to ``host``:``port``
@@ -73,43 +110,39 @@ class Nodes:
 
         probes.wait_until(closed, wait, f"ports {ports} of {address} closed, seen from {seen_from}")
 
-    def unit_ages(self, node, unit, files):
-        """``(seconds since unit's main process started, or None when it does
-        not run; seconds since the youngest of files changed)`` on node."""
-        paths = " ".join(shlex.quote(path) for path in files)
-        process, youngest = self.call(node, "cmd.run", cmd=(
-            f"pid=$(systemctl show -P MainPID {shlex.quote(unit)}); "
-            "echo $(ps -o etimes= -p $pid 2>/dev/null || echo -) "
-            f"$(( $(date +%s) - $(stat -c %Y {paths} | sort -n | tail -1) ))"),
-            python_shell=True).split()
-        return (None if process == "-" else int(process)), int(youngest)
-
     def step_jobs(self, nodes):
         """``{node: [function, ...]}`` of the runbook steps' jobs still
         running on the nodes that answer (see STEP_FUNCTIONS)."""
-        if not nodes:
-            return {}
-        replies = self.client.cmd(sorted(nodes), "saltutil.running", tgt_type="list",
-                                  timeout=30)
-        running = {node: sorted(str(job.get("fun")) for job in jobs
+        running = {node: sorted(str(job.get("fun")) for job in reply.get("ret")
                                 if str(job.get("fun")).startswith(STEP_FUNCTIONS))
-                   for node, jobs in replies.items() if isinstance(jobs, list)}
+                   for node, reply in self.returns(self.start(nodes, "saltutil.running",
+                                                              timeout=30)).items()
+                   if isinstance(reply.get("ret"), list)}
         return {node: functions for node, functions in running.items() if functions}
-
-    def statuses(self, nodes, function):
-        """``{node: status}`` (``function``'s result) of the nodes that answer."""
-        replies = self.client.cmd(list(nodes), function, tgt_type="list", timeout=30,
-                                  full_return=True)
-        return {node: reply["ret"] for node, reply in replies.items()
-                if reply.get("retcode", 0) == 0 and isinstance(reply.get("ret"), dict)}
 
     def data_tier_states(self, cluster, answering):
         """The pg_replication and redis_replication statuses of the answering
-        database and Redis nodes, as two ``{node: status}``."""
-        return (self.statuses(sorted(answering & set(cluster.database_nodes())),
-                              "pg_replication.status"),
-                self.statuses(sorted(answering & set(cluster.redis_nodes())),
-                              "redis_replication.status"))
+        database and Redis nodes, as two ``{node: status}``, asked at once."""
+        jobs = self._start_data_tier(cluster, answering)
+        return tuple(_statuses(self.returns(job)) for job in jobs)
+
+    def _start_data_tier(self, cluster, answering):
+        return (self.start(answering & set(cluster.database_nodes()), "pg_replication.status",
+                           timeout=30),
+                self.start(answering & set(cluster.redis_nodes()), "redis_replication.status",
+                           timeout=30))
+
+    def preflight(self, cluster, answering, venv):
+        """
+        What a runbook's pre-flight asks the answering nodes, asked at once:
+        ``(validation, versions, pg_states, redis_states)`` as
+        render_validation, airflow_versions and data_tier_states return them.
+        """
+        validation = self._start_validation(sorted(answering))
+        versions = self._start_versions(answering & set(cluster.airflow_nodes()), venv)
+        data_tier = self._start_data_tier(cluster, answering)
+        return (self._validation(validation), _versions(self.returns(versions)),
+                *(_statuses(self.returns(job)) for job in data_tier))
 
     def apply(self, nodes, sls, timeout, test=False, pillar=None, exclude=None):
         """Run the state ``sls`` on the nodes (their highstate when ``sls``
@@ -128,15 +161,14 @@ class Nodes:
     def airflow_versions(self, nodes, venv):
         """``{node: the Airflow version its virtual environment at venv
         holds, or None}`` of the nodes that answer."""
-        if not nodes:
-            return {}
+        return _versions(self.returns(self._start_versions(nodes, venv)))
+
+    def _start_versions(self, nodes, venv):
         python = shlex.quote(f"{venv}/bin/python")
-        replies = self.client.cmd(sorted(nodes), "cmd.run", [
-            f"! test -x {python} || {python} -c "
-            "'import importlib.metadata as m; print(m.version(\"apache-airflow\"))'"],
-            tgt_type="list", timeout=60, full_return=True)
-        return {node: (reply.get("ret") or "").strip() or None
-                for node, reply in replies.items() if reply.get("retcode", 0) == 0}
+        return self.start(nodes, "cmd.run",
+                          f"! test -x {python} || {python} -c "
+                          "'import importlib.metadata as m; print(m.version(\"apache-airflow\"))'",
+                          timeout=60)
 
     def render_validation(self, nodes):
         """
@@ -144,15 +176,43 @@ class Nodes:
         first) as the first of ``nodes`` renders it: a dict when the pillar
         is valid, the render errors otherwise, None when there is no node.
         """
-        if not nodes:
+        return self._validation(self._start_validation(nodes))
+
+    def _start_validation(self, nodes):
+        return self.start(nodes[:1], "state.show_sls", "validate", timeout=60)
+
+    def _validation(self, started):
+        job, _ = started
+        if not job:
             return None
-        reply = self.client.cmd(nodes[0], "state.show_sls", ["validate"], timeout=60,
-                                full_return=True)
-        rendered = reply.get(nodes[0], {}).get("ret")
+        node = job["minions"][0]
+        rendered = self.returns(started).get(node, {}).get("ret")
         if not isinstance(rendered, (dict, list)):
             raise errors.OperationFailed(
-                f"{nodes[0]} did not render the pillar validation: {rendered}")
+                f"{node} did not render the pillar validation: {rendered}")
         return rendered
+
+
+def _statuses(replies):
+    """``{node: status}`` of the replies whose function succeeded with one."""
+    return {node: reply["ret"] for node, reply in replies.items()
+            if reply.get("retcode", 0) == 0 and isinstance(reply.get("ret"), dict)}
+
+
+def _versions(replies):
+    return {node: (reply.get("ret") or "").strip() or None
+            for node, reply in replies.items() if reply.get("retcode", 0) == 0}
+
+
+def _result(node, function, reply, timeout):
+    """A function's result from ``node``'s full return (None, or Salt's
+    ``no_return`` stand-in, when it did not answer); Unreachable or
+    OperationFailed as Nodes.call says."""
+    if not isinstance(reply, dict) or reply.get("out") == "no_return":
+        raise errors.Unreachable(f"{node} did not answer {function} within {timeout} s")
+    if reply.get("retcode", 0) != 0:
+        raise errors.OperationFailed(f"{function} on {node} failed: {reply.get('ret')}")
+    return reply.get("ret")
 
 
 def run_fence_agent(command, node, address, wait):

@@ -18,6 +18,22 @@ from ha_core.failover import streams_from, switch_proves_no_loss
 START_ORDER = (("airflow-scheduler", False), ("airflow-flower", False),
                ("airflow-triggerer", False), ("airflow-worker", True),
                ("airflow-webserver", False))
+# A unit started less than this long ago is still starting: Celery does not
+# survive a stop then (it hangs until the unit's stop timeout).
+START_UP_SECONDS = 30
+
+
+def start_wait(process_age, configuration_age):
+    """How long to wait before (re)starting a unit whose main process has
+    run ``process_age`` seconds (None: it does not run), its configuration
+    having changed ``configuration_age`` seconds ago: None to leave it alone
+    (it runs since its configuration changed), 0 to (re)start it now, or
+    what remains of its start-up time."""
+    if process_age is None:
+        return 0
+    if process_age < configuration_age:
+        return None
+    return max(0, START_UP_SECONDS - process_age)
 
 STEPS = {
     "record_primary": (

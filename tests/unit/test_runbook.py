@@ -85,3 +85,16 @@ def test_a_rejoin_is_verified_by_the_primary_showing_it_streaming():
     assert verified["method"] == "rewind" and "rewind failed" in verified
     with pytest.raises(OperationFailed, match="s1 does not stream from s2"):
         runbook.rejoined("s1", "s2", rejoin, {"role": "standby"}, {"standbys": []})
+
+
+# --- Starting Airflow's units again -------------------------------------------------
+
+def test_a_unit_is_started_unless_it_runs_since_its_configuration_changed():
+    assert runbook.start_wait(None, 5.0) == 0  # stopped: start it now
+    assert runbook.start_wait(120.0, 300.0) is None  # restarted since the change: leave it
+    assert runbook.start_wait(600.0, 300.0) == 0  # older than its configuration: restart
+
+
+def test_a_unit_still_starting_is_given_the_rest_of_its_start_up_time_first():
+    assert runbook.start_wait(10.0, 5.0) == runbook.START_UP_SECONDS - 10.0
+    assert runbook.start_wait(10.0, float("inf")) is None  # no configuration named
