@@ -48,12 +48,12 @@ def test_nodes_are_found_by_role_and_addresses_in_one_place():
 
 def test_the_monitoring_urls_are_on_the_monitoring_node_if_there_is_one():
     ports = {"ports": {"prometheus": 9090, "alertmanager": 9093, "overview": 9443}}
-    assert Cluster(LAB).monitoring_urls(ports) is None
-    monitored = copy.deepcopy(LAB)
-    monitored["cluster"]["nodes"]["airflow-lb1"]["roles"] = ["haproxy", "monitoring"]
-    assert Cluster(monitored).monitoring_urls(ports) == {
+    assert Cluster(LAB).monitoring_urls(ports) == {  # the lab's is its load balancer
         "prometheus": "http://10.11.12.5:9090", "alertmanager": "http://10.11.12.5:9093",
         "overview": "https://10.11.12.5:9443/"}
+    unmonitored = copy.deepcopy(LAB)
+    unmonitored["cluster"]["nodes"]["airflow-lb1"]["roles"] = ["haproxy"]
+    assert Cluster(unmonitored).monitoring_urls(ports) is None
 
 
 def test_an_unknown_node_name_is_refused_naming_the_known_ones():
