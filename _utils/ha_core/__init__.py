@@ -6,13 +6,8 @@ Python with no Salt import, one module per concern.
 - ``addresses``: ``HOST``, ``HOST:PORT`` and ``[IPV6]:PORT``.
 - ``pg_facts``: what PostgreSQL says, parsed (LSNs, timeline history,
   ``pg_controldata``, process titles, conninfo).
-<<<<<<< HEAD
 - ``pg_datadir``: a data directory's files (fence marker, release, standby
   configuration, kept WAL) and its server's processes.
-=======
-- ``pg_datadir``: a data directory's files (fence marker, standby
-  configuration) and its server's processes.
->>>>>>> main
 - ``pg_commands``: PostgreSQL's command lines and the SQL sent to it.
 - ``pg_decisions``: a server's role, whether it may be promoted, how it
   rejoins and what that would discard, what the standby state does.
