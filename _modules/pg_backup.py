@@ -342,18 +342,23 @@ def _restored_report(settings, port, directory):
 
 
 @errors.reported_as(CommandExecutionError, CommandExecutionError)
-def restore(target="latest", time=None, restore_point=None, directory=None, port=None,
-            wait=3600):
+def restore(target="latest", time=None, restore_point=None, backup_set=None, directory=None,
+            port=None, wait=3600):
     """
     Restore the stanza from the repository into a new scratch ``directory``
     (default: a directory named after the time, under ``restore_directory``)
     and start it on ``port`` (default ``restore_port``; unix socket only),
     stopping at the target: the end of the archive (``target=latest``), a
     ``time`` (ISO 8601 with its UTC offset) or a named ``restore_point``.
+    It starts from ``backup_set`` (a backup's label) when given; else
+    pgBackRest takes the newest backup (for a time, the newest before it),
+    and for a restore point, whose time the archive does not tell, the
+    oldest backup kept, replaying WAL from there.
     The copy is promoted there and left running; the live server and its
     data are not touched. Returns what it holds: ``databases`` and their
     sizes, the Airflow database's ``dag_runs`` and ``newest_dag_run``,
-    ``timeline``, ``recovered_to`` (from its log), ``seconds``.
+    ``timeline``, ``recovered_to`` (from its log), ``backup_set``,
+    ``seconds``.
 
     CLI Example:
 
@@ -364,6 +369,11 @@ def restore(target="latest", time=None, restore_point=None, directory=None, port
     """
     settings = _settings()
     options = backups.restore_target(target, time, restore_point)
+    if restore_point and not backup_set:
+        kept = info()["backups"]
+        backup_set = kept[0]["label"] if kept else None
+    if backup_set:
+        options.append(f"--set={backup_set}")
     port = int(port or settings["restore_port"])
     if port == int(settings["port"]):
         raise errors.InvalidInput(f"port {port} is the live server's",
@@ -401,6 +411,7 @@ def restore(target="latest", time=None, restore_point=None, directory=None, port
         sleep(_POLL_SECONDS)
     report = _restored_report(settings, port, directory)
     report["seconds"] = round(monotonic() - started, 1)
+    report["backup_set"] = backup_set or "pgBackRest's choice (the newest before the target)"
     return report
 
 

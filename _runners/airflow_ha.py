@@ -1481,14 +1481,17 @@ def _restore_node(cluster):
     raise errors.Unreachable(f"no database server answers ({', '.join(servers)})")
 
 
-def restore(target="latest", time=None, restore_point=None, node=None, port=None):
+def restore(target="latest", time=None, restore_point=None, backup_set=None, node=None,
+            port=None):
     """
     Restore the Airflow database from the repository into a new scratch
     directory on ``node`` (default: the standby) and start it there on
     ``port`` (default pgbackrest:restore:port; unix socket only), stopped at
     the target: the end of the archive (``target=latest``), a ``time`` (ISO
     8601 with its UTC offset) or a named ``restore_point``
-    (``airflow_ha.restore_point``). The running pair is not touched. Prints
+    (``airflow_ha.restore_point``), from ``backup_set`` (a backup's label)
+    or the backup pgBackRest picks (``pg_backup.restore`` says which). The
+    running pair is not touched. Prints
     what the copy holds and how to look into it and remove it. The step of
     ``orch.restore``.
 
@@ -1509,12 +1512,14 @@ def restore(target="latest", time=None, restore_point=None, node=None, port=None
         where = node or _restore_node(cluster)
         _say(f"    restoring on {where}")
         restored = _call(where, "pg_backup.restore", target=target, time=time,
-                         restore_point=restore_point, port=port, wait=_BACKUP_SECONDS,
+                         restore_point=restore_point, backup_set=backup_set, port=port,
+                         wait=_BACKUP_SECONDS,
                          timeout=_BACKUP_SECONDS)
         airflow = restored.get("airflow") or {}
         return {"node": where,
                 "directory": restored["directory"],
                 "port": restored["port"],
+                "from backup": restored["backup_set"],
                 "recovered to": restored["recovered_to"],
                 "databases": ", ".join(f"{name} {_mebibytes(size)}" for name, size
                                        in sorted(restored["databases"].items())),
