@@ -37,7 +37,7 @@ import sys
 import time
 
 import ha_nodes
-from ha_core import errors, failover, probes, report, rotation, runbook, upgrade
+from ha_core import backups, errors, failover, probes, report, rotation, runbook, upgrade
 from ha_core.cluster import (Cluster, airflow_units, new_record, read_record, record_path,
                              record_text, write_record)
 
@@ -243,8 +243,11 @@ def status(as_text=None):
     """
     Show the cluster: each server's PostgreSQL role, timeline and lag, its
     Redis role and offset, the node the topology record names as primary,
-    Airflow's health through the load balancer, and, with a monitoring node,
-    where Prometheus and Alertmanager are and the alerts firing now. A text
+    Airflow's health through the load balancer, with a monitoring node
+    where Prometheus and Alertmanager are and the alerts firing now, and
+    with a backup node the newest backup of each type, the WAL archive and
+    their problems (a backup older than its schedule allows, WAL waiting to
+    be archived). A text
     table, or data with ``--out=json`` (or ``as_text=False``).
 
     CLI Example:
@@ -264,6 +267,7 @@ def status(as_text=None):
     record = read_record(path)
     monitoring = _monitoring_urls(cluster)
     health = probes.airflow_health(url) if url else None
+    backup_state = _backup_status(cluster, answering)
     data = {
         "nodes": {node: {"postgresql": pg_states.get(node), "redis": redis_states.get(node)}
                   for node in sorted(set(pg_nodes) | set(redis_nodes))},
@@ -278,7 +282,9 @@ def status(as_text=None):
         "problems": failover.topology_problems(cluster.primary, pg_states, redis_states,
                                                set(pg_nodes) - answering,
                                                cluster.address(cluster.primary),
-                                               (record or {}).get("fenced", ())),
+                                               (record or {}).get("fenced", ()))
+                    + (backup_state["problems"] if backup_state else []),
+        "backup": backup_state,
     }
     if as_text is None:
         as_text = __opts__.get("output") in (None, "nested", "txt", "highstate")
@@ -1411,3 +1417,156 @@ def upgrade_start(wait=300, down=None):
                 "healthy": url or "no load balancer"}
 
     return _step("upgrade_start", action)
+
+
+# --- Backups and restores (pgBackRest) -------------------------------------------------
+
+# A backup or a restore of a large database takes long.
+_BACKUP_SECONDS = 6 * 3600
+
+
+def _repository(cluster):
+    """The node with the backup role, which holds the pgBackRest repository."""
+    nodes = cluster.with_role("backup")
+    if not nodes:
+        raise errors.InvalidInput(
+            "no node has the backup role",
+            fix="give one node the backup role in cluster:nodes and apply the highstate "
+                "(the README's \"Disaster recovery\")")
+    return nodes[0]
+
+
+def _mebibytes(size):
+    return f"{size / 2**20:.1f} MiB"
+
+
+def backup(type="incr"):  # noqa: A002 (Salt's CLI names it type)
+    """
+    Take a backup of ``type`` (full, diff or incr) now, on the node with the
+    backup role, followed by a copy of the Redis broker's data (as the
+    scheduled backups are), then check that the primary's WAL reaches the
+    archive (``pgbackrest check``). The step of ``orch.backup``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.backup type=full
+        salt-run state.orchestrate orch.backup pillar='{"type": "full"}'
+    """
+    cluster = _cluster()
+    node = (cluster.with_role("backup") or ["the backup node"])[0]
+
+    def action():
+        _repository(cluster)
+        taken = _call(node, "pg_backup.backup", type=type, wait=_BACKUP_SECONDS,
+                      timeout=_BACKUP_SECONDS)
+        checked = _call(node, "pg_backup.check", timeout=_LONG_SECONDS)
+        return {"backup": f"{taken['label']} ({taken['type']})",
+                "database": _mebibytes(taken["database_bytes"]),
+                "copied": _mebibytes(taken["backup_bytes"]),
+                "stored": _mebibytes(taken["repository_bytes"]),
+                "archive check": f"ok in {checked['seconds']} s"}
+
+    return _step("backup", action, type=type, node=node)
+
+
+def _restore_node(cluster):
+    """Where a restored copy runs by default: the standby when it answers
+    (the primary serves Airflow), else the primary."""
+    servers = cluster.database_nodes()
+    answering = _answering(servers)
+    for node in sorted(answering, key=lambda name: name == cluster.primary):
+        return node
+    raise errors.Unreachable(f"no database server answers ({', '.join(servers)})")
+
+
+def restore(target="latest", time=None, restore_point=None, backup_set=None, node=None,
+            port=None):
+    """
+    Restore the Airflow database from the repository into a new scratch
+    directory on ``node`` (default: the standby) and start it there on
+    ``port`` (default pgbackrest:restore:port; unix socket only), stopped at
+    the target: the end of the archive (``target=latest``), a ``time`` (ISO
+    8601 with its UTC offset) or a named ``restore_point``
+    (``airflow_ha.restore_point``), from ``backup_set`` (a backup's label)
+    or the backup pgBackRest picks (``pg_backup.restore`` says which). The
+    running pair is not touched. Prints
+    what the copy holds and how to look into it and remove it. The step of
+    ``orch.restore``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.restore time='2026-12-02 04:31:00+00:00'
+        salt-run state.orchestrate orch.restore pillar='{"time": "2026-12-02 04:31:00+00:00"}'
+    """
+    cluster = _cluster()
+    described = (f"restore point {restore_point}" if restore_point
+                 else time if time else "the end of the archive")
+    named = node or "the standby"
+
+    def action():
+        backups.restore_target(target, time, restore_point)  # bad input: before anything
+        where = node or _restore_node(cluster)
+        _say(f"    restoring on {where}")
+        restored = _call(where, "pg_backup.restore", target=target, time=time,
+                         restore_point=restore_point, backup_set=backup_set, port=port,
+                         wait=_BACKUP_SECONDS,
+                         timeout=_BACKUP_SECONDS)
+        airflow = restored.get("airflow") or {}
+        return {"node": where,
+                "directory": restored["directory"],
+                "port": restored["port"],
+                "from backup": restored["backup_set"],
+                "recovered to": restored["recovered_to"],
+                "databases": ", ".join(f"{name} {_mebibytes(size)}" for name, size
+                                       in sorted(restored["databases"].items())),
+                "DAG runs": airflow.get("dag_runs"),
+                "newest DAG run": airflow.get("newest_dag_run"),
+                "look into it": f"salt {where} pg_backup.restored_sql 'SELECT ...' "
+                                f"database=airflow (or psql -p {restored['port']} as postgres "
+                                f"on {where})",
+                "remove it": f"salt {where} pg_backup.drop_restored {restored['directory']}"}
+
+    return _step("restore", action, target=described, node=named)
+
+
+def restore_point(name):
+    """
+    Create a named restore point on the primary, a target for
+    ``orch.restore`` (``restore_point=NAME``): before a risky change, say.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.restore_point before-upgrade
+    """
+    cluster = _cluster()
+    return _call(cluster.primary, "pg_backup.restore_point", name)
+
+
+def _backup_status(cluster, answering):
+    """The backups' and the archive's state for ``status``: the
+    repository's (``pg_backup.status``), the primary's archiving, and their
+    problems; None without a backup node."""
+    repositories = cluster.with_role("backup")
+    if not repositories:
+        return None
+    node = repositories[0]
+    state = {"node": node, "problems": []}
+    try:
+        state.update(_call(node, "pg_backup.status", timeout=30))
+    except errors.HaError as error:
+        state["problems"].append(f"the backup node {node}: {error}")
+    if cluster.primary in answering:
+        settings = _settings(cluster, "pgbackrest", cluster.primary)
+        try:
+            state["archiver"] = _call(cluster.primary, "pg_backup.archive_state", timeout=30)
+            state["problems"] += backups.archive_problems(
+                state["archiver"], cluster.primary, settings["archive_lag_seconds"])
+        except errors.HaError as error:
+            state["problems"].append(f"WAL archiving on {cluster.primary}: {error}")
+    return state

@@ -3,6 +3,7 @@ The cluster's status as ``salt-run airflow_ha.status`` prints it: one row per
 server, then the topology record, Airflow's health and the problems.
 """
 
+from ha_core.backups import BACKUP_TYPES
 from ha_core.failover import airflow_health_problems
 
 _COLUMNS = ("node", "postgresql", "timeline", "lag", "redis", "offset")
@@ -62,7 +63,7 @@ def status_text(status, preferred):
     """
     Return ``salt-run airflow_ha.status``'s data (``nodes``, ``record``,
     ``record_path``, ``airflow_health_url``, ``airflow_health``,
-    ``monitoring``, ``problems``) as the text it prints; ``preferred`` is
+    ``monitoring``, ``backup``, ``problems``) as the text it prints; ``preferred`` is
     cluster:primary.
     """
     rows = []
@@ -85,6 +86,8 @@ def status_text(status, preferred):
     text = status_table(rows, record_text, airflow_text)
     if status.get("monitoring"):
         text += "\n" + monitoring_text(status["monitoring"])
+    if status.get("backup"):
+        text += "\n" + backup_text(status["backup"])
     if status["problems"]:
         text += "\nproblems:\n" + "\n".join(f"  - {problem}" for problem in status["problems"])
     return text
@@ -107,6 +110,29 @@ def monitoring_text(monitoring):
                   f"{' on ' + alert['instance'] if alert['instance'] else ''}: {alert['summary']}"
                   for alert in sorted(alerts, key=lambda a: (a["severity"] != "critical",
                                                              a["alertname"], a["instance"] or ""))]
+    return "\n".join(lines)
+
+
+def backup_text(backup):
+    """The status lines of the backups: the newest of each type, the
+    archive, the newest copy of the broker's data."""
+    lines = [f"backups on {backup['node']}: stanza {backup.get('status', 'unknown')}"]
+    for kind in BACKUP_TYPES:
+        newest = [entry for entry in backup.get("backups", ()) if entry["type"] == kind][-1:]
+        for entry in newest:
+            lines.append(f"  {kind}: {entry['label']}, stopped {entry['stopped']}, "
+                         f"{entry['repository_bytes'] / 2**20:.1f} MiB stored")
+    archive = backup.get("archive") or {}
+    if archive.get("max"):
+        lines.append(f"  WAL archive: {archive['min']} to {archive['max']}")
+    archiver = backup.get("archiver")
+    if archiver:
+        lines.append(f"  archiving on the primary: last {archiver['last_archived_wal']} at "
+                     f"{archiver['last_archived_time']}, {archiver['ready_count']} waiting")
+    copy = backup.get("redis_copy")
+    if copy:
+        lines.append(f"  Redis broker copy: {copy['path']} ({copy['bytes']} bytes), "
+                     f"written {copy['written']}")
     return "\n".join(lines)
 
 

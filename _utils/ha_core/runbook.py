@@ -1,6 +1,7 @@
 """
 The steps of the runbooks (``orch/failover.sls``, ``orch/failback.sls``,
-``orch/rotate.sls``, ``orch/upgrade.sls``, ``orch/upgrade_rollback.sls``):
+``orch/rotate.sls``, ``orch/upgrade.sls``, ``orch/upgrade_rollback.sls``,
+``orch/backup.sls``, ``orch/restore.sls``):
 each step's title, what the operator does when it fails, and the checks of
 what a step achieved, from what the nodes report. The runner's step
 functions act, ask the nodes and call these; a check returns what it
@@ -155,6 +156,16 @@ STEPS = {
         "verify: one primary, one master, standbys streaming, Airflow healthy",
         "read salt-run airflow_ha.status; the README's operator section says what to do for "
         "each problem listed"),
+    "backup": (
+        "take a backup ({type}) on {node}, then check the archive",
+        "the backups taken before are intact; see `journalctl -u airflow-backup@{type}` and "
+        "/var/log/pgbackrest on {node}, fix the cause shown above and run orch.backup again"),
+    "restore": (
+        "restore to {target} into a scratch directory on {node}",
+        "the running pair is untouched. Fix the cause shown above (see /var/log/pgbackrest "
+        "on {node}); remove a partial copy with salt {node} pg_backup.drop_restored "
+        "DIRECTORY, then run orch.restore again"),
+
 }
 
 

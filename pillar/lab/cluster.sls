@@ -7,7 +7,7 @@ cluster:
   nodes:
     airflow-lb1:
       address: 10.11.12.5
-      roles: [haproxy, monitoring]
+      roles: [haproxy, monitoring, backup]
     airflow-server1:
       address: 10.11.12.10
       roles: [postgresql, redis, airflow-webserver, airflow-scheduler, airflow-flower]

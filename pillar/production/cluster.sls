@@ -35,6 +35,9 @@ cluster:
       #                      HAProxy is self-hosted)
       #   monitoring         Prometheus and Alertmanager (one node); while a
       #                      node has it, every node runs the exporters
+      #   backup             the pgBackRest repository (one node, not a
+      #                      database server): backups, the WAL archive, and
+      #                      copies of the Redis broker's data
       roles:
         - postgresql
         - redis
@@ -61,3 +64,10 @@ cluster:
       address: 10.11.12.40
       roles:
         - monitoring
+    airflow-backup1:
+      # The backup repository on a host of its own, in another room than
+      # both servers if you can: it is what is left when both are lost.
+      # Give it disk for a week of backups and WAL (pgbackrest:repository).
+      address: 10.11.12.50
+      roles:
+        - backup

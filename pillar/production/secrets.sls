@@ -41,3 +41,22 @@ haproxy:
   tls:
     certificate: CHANGE-ME
     key: CHANGE-ME
+pgbackrest:
+  # pgBackRest's TLS between the backup node and the database servers: a
+  # certificate authority of your own (PEM), and for the backup node and
+  # every database server a certificate it signed, with the node's minion
+  # id as CN and its name and address as subjectAltName, usable as server
+  # and client (extendedKeyUsage serverAuth, clientAuth), and its key
+  # (PEM, unencrypted). pillar/lab/secrets.sls shows the openssl commands.
+  tls:
+    ca_certificate: CHANGE-ME
+    nodes:
+      airflow-backup1:
+        certificate: CHANGE-ME
+        key: CHANGE-ME
+      airflow-server1:
+        certificate: CHANGE-ME
+        key: CHANGE-ME
+      airflow-server2:
+        certificate: CHANGE-ME
+        key: CHANGE-ME

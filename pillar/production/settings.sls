@@ -92,3 +92,16 @@ monitoring:
         webhook_configs:
           - url: https://pager.example.com/hooks/airflow
             send_resolved: true
+
+# Backups (salt/pgbackrest/defaults.yaml has every key): when each type
+# runs (systemd calendar expressions, in the backup node's time zone), and
+# how much point-in-time recovery the repository keeps. The defaults: a
+# full backup on Sundays, a differential one the other nights, an
+# incremental one every three hours, a week of recovery.
+# pgbackrest:
+#   schedule:
+#     full: 'Sun *-*-* 01:00:00'
+#     diff: 'Mon..Sat *-*-* 01:00:00'
+#     incr: '*-*-* 04,07,10,13,16,19,22:00:00'
+#   repository:
+#     retention_days: 7

@@ -9,6 +9,7 @@
 {%- import_yaml 'postgresql/osfamilymap.yaml' as postgresql_osfamilymap %}
 {%- import_yaml 'airflow/defaults.yaml' as airflow_defaults %}
 {%- from 'validate/checks.jinja' import require_secret with context %}
+{%- from 'validate/backup.jinja' import check_backup with context %}
 {%- set errors = [] %}
 {%- set cluster = salt['pillar.get']('cluster', {}) %}
 {%- set nodes = cluster.get('nodes') or {} %}
@@ -155,6 +156,9 @@
 {%-     do errors.append("postgresql:version " ~ version ~ " is not supported on " ~ grains.os_family ~ ": use one of " ~ supported | join(', ') ~ " (salt/postgresql/osfamilymap.yaml)") %}
 {%-   endif %}
 {%- endif %}
+
+{#- Backups: one repository off the database servers, and a schedule. #}
+{%- do check_backup(errors, nodes_with) %}
 
 {%- if errors %}
 {{ raise("the pillar of environment " ~ cluster.get('name', '?') ~ " has " ~ errors | length ~ " problem(s); nothing was changed on any node:\n- " ~ errors | join("\n- ")) }}

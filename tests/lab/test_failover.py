@@ -160,6 +160,23 @@ def test_a_runbook_refuses_a_pillar_the_highstate_would_refuse(airflow_healthy, 
 
 
 # -- destructive: failovers ---------------------------------------------------------
+# The backups follow the failovers: marks written on each timeline, restored at the end.
+
+BACKUP_NODE = "airflow-lb1"
+
+
+def mark(primary, name):
+    """A row and a restore point of that name on the primary, archived."""
+    psql(primary, f"CREATE TABLE IF NOT EXISTS dr_failover (mark text); "
+                  f"INSERT INTO dr_failover VALUES ('{name}')")
+    assert salt_run_json("airflow_ha.restore_point", name)["name"] == name
+    assert salt_json("--timeout=600", BACKUP_NODE, "pg_backup.check")[BACKUP_NODE]["ok"] is True
+
+
+@pytest.mark.destructive
+def test_a_mark_before_the_failovers(lab):
+    psql(SERVER1, "DROP TABLE IF EXISTS dr_failover")
+    mark(SERVER1, "before-failovers")
 
 
 @pytest.mark.destructive
@@ -225,6 +242,13 @@ def test_a_highstate_after_the_failover_keeps_the_new_topology(lab):
 
 
 @pytest.mark.destructive
+def test_archiving_and_backups_go_on_after_the_planned_failover(lab, say):
+    mark(SERVER2, "after-planned-failover")
+    returncode, output = orchestrate(say, "orch.backup")
+    assert returncode == 0, output
+
+
+@pytest.mark.destructive
 def test_planned_failback_switches_back_to_the_preferred_primary(lab, say):
     returncode, output = orchestrate(say, "orch.failback")
     assert returncode == 0, output
@@ -283,3 +307,26 @@ def test_unplanned_failover_fences_the_crashed_primary_and_the_rejoin_rewinds_it
     watch.assert_never_two_writers(say)
     assert watch.polls > 50
 
+
+
+
+@pytest.mark.destructive
+def test_restores_reach_every_point_across_the_failovers(lab, say):
+    """Three timelines later (planned failover, failback, forced failover):
+    the archive has no gap, a restore reaches the point before them all and
+    the end of the archive, through the backup taken after the planned one."""
+    mark(SERVER2, "after-forced-failover")
+    for target, marks in ((("restore_point", "before-failovers"), "before-failovers"),
+                          (("restore_point", "after-planned-failover"),
+                           "after-planned-failover,before-failovers"),
+                          (None, "after-forced-failover,after-planned-failover,before-failovers")):
+        pillar = [f"pillar={json.dumps(dict([target]))}"] if target else []
+        returncode, output = orchestrate(say, "orch.restore", *pillar)
+        assert returncode == 0, output
+        node = re.search(r"node (airflow-server\d)", output).group(1)
+        restored = salt_json("--timeout=600", node, "pg_backup.restored_sql",
+                             "SELECT string_agg(mark, ',' ORDER BY mark) FROM dr_failover",
+                             "database=airflow")[node]
+        assert restored == marks, (target, output)
+        directory = re.search(r"directory (/\S+),", output).group(1)
+        salt_json("--timeout=600", node, "pg_backup.drop_restored", directory)

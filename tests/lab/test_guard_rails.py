@@ -29,7 +29,7 @@ def secret_values():
     def leaves(data):
         if isinstance(data, dict):
             for key, value in data.items():
-                if key not in ("roles", "username", "stats_user", "certificate"):
+                if key not in ("roles", "username", "stats_user", "certificate", "ca_certificate"):
                     yield from leaves(value)
         elif isinstance(data, list):  # a Fernet key list, while rotating
             for value in data:

@@ -45,11 +45,12 @@ def filled_in(pillar_root, environment):
     has filled in, as the validation requires."""
     shutil.copytree(PILLAR, pillar_root)
     secrets = pillar_root / environment / "secrets.sls"
-    lab_tls = yaml.safe_load((PILLAR / "lab" / "secrets.sls").read_text())["haproxy"]["tls"]
+    lab = yaml.safe_load((PILLAR / "lab" / "secrets.sls").read_text())
+    lab_tls = dict(lab["haproxy"]["tls"], ca_certificate=lab["pgbackrest"]["tls"]["ca_certificate"])
     text = secrets.read_text().replace(
         "fernet_key: CHANGE-ME",
         "fernet_key: " + base64.urlsafe_b64encode(b"k" * 32).decode())
-    for key in ("certificate", "key"):
+    for key in ("certificate", "key", "ca_certificate"):
         # The whole key name: webserver_secret_key ends with "key" too.
         text = re.sub(rf"(?m)^(\s+){key}: CHANGE-ME$",
                       lambda match, key=key: f"{match.group(1)}{key}: {json.dumps(lab_tls[key])}",
@@ -374,8 +375,8 @@ def test_monitoring_follows_the_pillars_nodes(render, tmp_path):
 def test_without_a_monitoring_node_no_node_runs_monitoring(render, tmp_path):
     pillar = lab_pillar(tmp_path / "pillar")
     cluster = pillar / "lab" / "cluster.sls"
-    cluster.write_text(cluster.read_text().replace("roles: [haproxy, monitoring]",
-                                                   "roles: [haproxy]"))
+    cluster.write_text(cluster.read_text().replace("roles: [haproxy, monitoring, backup]",
+                                                   "roles: [haproxy, backup]"))
     for node in ("airflow-lb1", "airflow-server1"):
         highstate = render("lab", node, "Debian", pillar)
         assert isinstance(highstate, dict), highstate

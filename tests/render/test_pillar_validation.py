@@ -101,6 +101,9 @@ CASES = {
         "airflow:version 3.3.2 runs tasks through the execution API, which the workers reach "
         "through a load balancer: give a node the haproxy role in cluster:nodes, or set "
         "airflow:base_url and airflow:execution_api_url"),
+    "backups set without a backup node": (
+        lambda c, s, o: nodes(c)["airflow-lb1"]["roles"].remove("backup"),
+        "pgbackrest is set in the pillar, but no node has the backup role"),
     "unsupported PostgreSQL version": (
         lambda c, s, o: o.update(postgresql={"version": 14}),
         "postgresql:version 14 is not supported on Debian: use one of 15"),
@@ -145,3 +148,51 @@ def test_a_fernet_key_list_is_valid_while_rotating(render, tmp_path):
         secrets["airflow"]["fernet_key"] = [new_key, secrets["airflow"]["fernet_key"]]
 
     assert isinstance(render("lab", "airflow-server1", "Debian", break_pillar(tmp_path, rotating)), dict)
+
+
+def _backup_roles(cluster, secrets, settings):
+    nodes(cluster)["airflow-server2"]["roles"].append("backup")
+
+
+def _backup_tls(cluster, secrets, settings):
+    secrets["pgbackrest"]["tls"]["nodes"]["airflow-server2"].pop("key")
+    secrets["pgbackrest"]["tls"]["nodes"]["airflow-lb1"].update(certificate="cert")
+
+
+def _backup_settings(cluster, secrets, settings):
+    settings["pgbackrest"] = {
+        "schedule": {"full": None, "diff": "every night", "weekly": "Sun *-*-* 01:00:00"},
+        "repository": {"retention_days": 0, "retention_diff": "a week", "compress_type": "rar"},
+        "restore": {"port": 5432},
+    }
+
+
+# Each pillar holds several mistakes, all named in one message.
+BACKUP_CASES = {
+    "two backup nodes, one a database server": (_backup_roles, [
+        "cluster:nodes gives the backup role to airflow-lb1, airflow-server2: give it to one "
+        "node only",
+        "cluster:nodes:airflow-server2:roles has both backup and postgresql: a repository on a "
+        "database server is lost with it"]),
+    "pgBackRest TLS files missing or not PEM": (_backup_tls, [
+        "pgbackrest:tls:nodes:airflow-server2:key is missing or empty",
+        "pgbackrest:tls:nodes:airflow-lb1:certificate is not a PEM certificate"]),
+    "schedules and retention that make no sense": (_backup_settings, [
+        "pgbackrest:schedule:full is empty: differential and incremental backups need full ones",
+        'pgbackrest:schedule:diff "every night" is not a systemd calendar expression',
+        "pgbackrest:schedule:weekly is not a backup type",
+        "pgbackrest:repository:retention_days is 0: give a whole number of at least 1",
+        'pgbackrest:repository:retention_diff is "a week": give a whole number of at least 1',
+        'pgbackrest:repository:compress_type is "rar": use one of none, gz, bz2, lz4, zst',
+        "pgbackrest:restore:port 5432 is PostgreSQL's own port"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BACKUP_CASES))
+def test_bad_backup_pillar_is_refused_naming_each_key(render, tmp_path, case):
+    mistake, messages = BACKUP_CASES[case]
+    errors = render("lab", "airflow-lb1", "Debian", break_pillar(tmp_path, mistake))
+    assert isinstance(errors, list), f"{case}: a highstate rendered"
+    text = " ".join(errors)
+    for message in messages:
+        assert message in text, text

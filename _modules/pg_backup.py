@@ -1,0 +1,456 @@
+"""
+Back up and restore the Airflow database with pgBackRest: the repository's
+backups and their schedule (on the node with the backup role), the WAL
+archive's state (on the primary), a backup taken now, and a restore to a
+point in time into a scratch directory that runs beside the live server
+(on a database server), without touching the running pair.
+
+:configuration: Settings are read with ``config.get`` under the key
+    ``pg_backup`` (salt/pgbackrest/module_settings.sls writes them as a
+    grain); every key is optional:
+
+    .. code-block:: yaml
+
+        pg_backup:
+          stanza: airflow
+          os_user: postgres
+          repository_path: /var/lib/pgbackrest        # on the backup node
+          schedule: {full: 'Sun *-*-* 01:00:00'}      # systemd calendars, per type
+          grace_hours: 6
+          archive_lag_seconds: 300
+          redis_copy_dir: /var/lib/pgbackrest/redis
+          bin_dir: /usr/lib/postgresql/15/bin         # on a database server
+          conf_dir: /etc/postgresql/15/main
+          socket_dir: /var/run/postgresql
+          port: 5432
+          database: airflow
+          restore_directory: /var/lib/pgbackrest-restore
+          restore_port: 5499
+
+    pgBackRest finds its repository and the database servers in its own
+    configuration (``/etc/pgbackrest/pgbackrest.conf``). Every program runs
+    as ``os_user``; SQL goes on psql's standard input.
+"""
+
+import datetime
+import glob
+import json
+import logging
+import os
+import pwd
+import re
+import shutil
+from time import monotonic, sleep
+
+import salt.utils.path
+from salt.exceptions import CommandExecutionError
+
+from ha_core import backups, errors, pg_commands, pg_facts
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "pg_backup"
+
+_DEFAULTS = {
+    "stanza": "airflow", "os_user": "postgres", "repository_path": "/var/lib/pgbackrest",
+    "schedule": {}, "grace_hours": 6, "archive_lag_seconds": 300,
+    "redis_copy_dir": "/var/lib/pgbackrest/redis",
+    "bin_dir": "/usr/lib/postgresql/15/bin", "conf_dir": "/etc/postgresql/15/main",
+    "socket_dir": "/var/run/postgresql", "port": 5432, "database": "airflow",
+    "restore_directory": "/var/lib/pgbackrest-restore", "restore_port": 5499,
+}
+_POLL_SECONDS = 0.5
+_RESTORE_POINT_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,63}")
+
+
+def __virtual__():
+    """
+    Only load where pgBackRest is installed.
+    """
+    if not salt.utils.path.which("pgbackrest"):
+        return (False, "pg_backup: pgbackrest is not installed; the pgbackrest states install "
+                       "it on the nodes with the backup and postgresql roles")
+    return __virtualname__
+
+
+def _settings():
+    return dict(_DEFAULTS, **__salt__["config.get"]("pg_backup", {}))
+
+
+def _run(settings, args, stdin=None, timeout=None, env=None):
+    """Run a program as the OS user; return cmd.run_all's result."""
+    return __salt__["cmd.run_all"](
+        args, stdin=stdin, runas=settings["os_user"], cwd="/", python_shell=False,
+        env=dict({"LC_ALL": "C"}, **(env or {})), ignore_retcode=True, timeout=timeout,
+        output_loglevel="quiet",
+    )
+
+
+def _checked(result, what, fix=None):
+    if result["retcode"] != 0:
+        raise errors.OperationFailed(f"{what}: {(result['stderr'] or result['stdout']).strip()}",
+                                     fix=fix)
+    return result["stdout"]
+
+
+def _pgbackrest(settings, *args, timeout=None):
+    return _run(settings, ["pgbackrest", f"--stanza={settings['stanza']}", *args], timeout=timeout)
+
+
+def _sql(settings, sql, port=None, database="postgres"):
+    """Run SQL on a local server over its unix socket as the OS user."""
+    conninfo = pg_facts.format_conninfo({"host": settings["socket_dir"],
+                                         "port": port or settings["port"], "dbname": database})
+    return _checked(_run(settings, pg_commands.psql_args(
+        os.path.join(settings["bin_dir"], "psql"), conninfo), stdin=sql),
+        f"SQL on the server at port {port or settings['port']} failed").strip()
+
+
+@errors.reported_as(CommandExecutionError)
+def info():
+    """
+    Return the repository's view of the stanza: its ``status`` ("ok" when
+    usable), its ``backups`` (oldest first: ``label``, ``type``,
+    ``started``, ``stopped``, ``seconds``, ``database_bytes``,
+    ``backup_bytes``, ``repository_bytes``, ``wal_start``, ``wal_stop``)
+    and the WAL ``archive`` kept (``min``, ``max``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt airflow-backup1 pg_backup.info
+    """
+    settings = _settings()
+    output = _checked(_pgbackrest(settings, "info", "--output=json"),
+                      "pgbackrest info failed", fix="see /var/log/pgbackrest")
+    return backups.summarize_info(json.loads(output), settings["stanza"])
+
+
+@errors.reported_as(CommandExecutionError)
+def check():
+    """
+    Check the stanza end to end (pgBackRest's ``check``): the repository
+    and the database servers are reachable, and the primary's WAL reaches
+    the archive (it switches to a new WAL segment and waits for it there).
+    Returns ``ok`` and the ``seconds`` it took.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt airflow-backup1 pg_backup.check
+    """
+    started = monotonic()
+    _checked(_pgbackrest(_settings(), "check"), "pgbackrest check failed",
+             fix="see /var/log/pgbackrest on this node and PostgreSQL's log on the primary")
+    return {"ok": True, "seconds": round(monotonic() - started, 1)}
+
+
+@errors.reported_as(CommandExecutionError, CommandExecutionError)
+def backup(type="incr", wait=None):
+    """
+    Take a backup of ``type`` (full, diff or incr) now, then copy the Redis
+    broker's data, as the schedule's units do (``airflow-backup@TYPE``, which
+    waits for a backup already running). Returns the new backup, as in
+    ``info``. On the node with the backup role.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt airflow-backup1 pg_backup.backup type=full
+    """
+    if type not in backups.BACKUP_TYPES:
+        raise errors.InvalidInput(f"unknown backup type {type!r}",
+                                  fix="give one of " + ", ".join(backups.BACKUP_TYPES))
+    unit = f"airflow-backup@{type}.service"
+    before = {entry["label"] for entry in info()["backups"]}
+    result = __salt__["cmd.run_all"](["systemctl", "start", unit], python_shell=False,
+                                     ignore_retcode=True, timeout=wait)
+    if result["retcode"] != 0:
+        journal = __salt__["cmd.run"](["journalctl", "-u", unit, "-n", "15", "--no-pager",
+                                       "-o", "cat"], python_shell=False)
+        raise errors.OperationFailed(f"{unit} failed", now=f"its journal ends:\n{journal}")
+    new = [entry for entry in info()["backups"] if entry["label"] not in before]
+    if not new:
+        raise errors.OperationFailed(f"{unit} ended, but the repository shows no new backup")
+    return new[-1]
+
+
+def _allowed_seconds(settings):
+    """The longest each scheduled type's newest backup may be old: the
+    longest gap between two runs of its calendar, plus the grace."""
+    allowed = {}
+    for kind in backups.BACKUP_TYPES:
+        calendar = (settings["schedule"] or {}).get(kind)
+        if not calendar:
+            continue
+        output = _checked(__salt__["cmd.run_all"](
+            ["systemd-analyze", "calendar", "--iterations=12", calendar], python_shell=False,
+            env={"TZ": "UTC", "LC_ALL": "C"}, ignore_retcode=True),
+            f"systemd-analyze cannot read the {kind} schedule {calendar!r}")
+        gap = backups.longest_gap(backups.parse_calendar_elapses(output))
+        if gap is not None:
+            allowed[kind] = gap + settings["grace_hours"] * 3600
+    return allowed
+
+
+def _newest_redis_copy(settings):
+    copies = sorted(glob.glob(os.path.join(settings["redis_copy_dir"], "dump-*.rdb")))
+    if not copies:
+        return None
+    stat = os.stat(copies[-1])
+    return {"path": copies[-1], "bytes": stat.st_size,
+            "written": datetime.datetime.fromtimestamp(stat.st_mtime,
+                                                       datetime.timezone.utc).isoformat()}
+
+
+@errors.reported_as(CommandExecutionError)
+def status():
+    """
+    Return ``info``'s fields, with ``allowed_seconds`` (how old each
+    scheduled type's newest backup may be), ``problems`` (a type whose
+    newest backup is older than that, or a stanza that is not ok) and
+    ``redis_copy`` (the newest copy of the broker's data: ``path``,
+    ``bytes``, ``written``). On the node with the backup role.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt airflow-backup1 pg_backup.status
+    """
+    settings = _settings()
+    state = info()
+    allowed = _allowed_seconds(settings)
+    problems = [] if state["status"] == "ok" else [f"the backup stanza: {state['status']}"]
+    problems += backups.backup_problems(state["backups"], allowed,
+                                       datetime.datetime.now(datetime.timezone.utc))
+    return dict(state, allowed_seconds=allowed, problems=problems,
+                redis_copy=_newest_redis_copy(settings))
+
+
+@errors.reported_as(CommandExecutionError)
+def archive_state():
+    """
+    Return the WAL archiving of this node's server, which must be the
+    primary: ``ready_count`` (WAL segments waiting to be archived),
+    ``oldest_ready_seconds`` (how long the oldest has waited, or None),
+    and pg_stat_archiver's ``last_archived_wal``, ``last_archived_time``,
+    ``failed_count``, ``last_failed_wal`` and ``last_failed_time``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt airflow-server1 pg_backup.archive_state
+    """
+    output = _sql(_settings(), """
+        SELECT json_build_object(
+          'ready_count', count(s.name),
+          'oldest_ready_seconds', extract(epoch FROM now() - min(s.modification)),
+          'last_archived_wal', a.last_archived_wal, 'last_archived_time', a.last_archived_time,
+          'failed_count', a.failed_count, 'last_failed_wal', a.last_failed_wal,
+          'last_failed_time', a.last_failed_time)
+        FROM pg_stat_archiver a
+        LEFT JOIN pg_ls_archive_statusdir() s ON s.name LIKE '%.ready'
+        GROUP BY a.last_archived_wal, a.last_archived_time, a.failed_count,
+                 a.last_failed_wal, a.last_failed_time
+    """)
+    return json.loads(output)
+
+
+@errors.reported_as(CommandExecutionError, CommandExecutionError)
+def restore_point(name):
+    """
+    Create a named restore point on this node's server (the primary): a
+    target that ``restore`` can stop at (``restore_point=NAME``). Returns
+    its ``name`` and ``lsn``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt airflow-server1 pg_backup.restore_point before-upgrade
+    """
+    if not _RESTORE_POINT_NAME.fullmatch(str(name)):
+        raise errors.InvalidInput(f"restore point name {name!r} is not usable",
+                                  fix="use 1 to 63 letters, digits, '_', '.', ':' or '-'")
+    lsn = _sql(_settings(), f"SELECT pg_create_restore_point('{name}')")
+    return {"name": name, "lsn": lsn}
+
+
+def _restored_config(settings, directory, port):
+    """The restored copy's postgresql.conf: the live server's settings
+    (recovery needs limits at least as high as the backed-up server's),
+    then what keeps the copy apart from it: its own directory, port, name
+    and socket only, and no archiving."""
+    return "\n".join([
+        "# Written by pg_backup.restore: a restored copy, apart from the live server.",
+        f"include '{settings['conf_dir']}/postgresql.conf'",
+        f"data_directory = '{directory}'",
+        f"hba_file = '{directory}/pg_hba.conf'",
+        f"ident_file = '{directory}/pg_ident.conf'",
+        "external_pid_file = ''",
+        f"port = {int(port)}",
+        "listen_addresses = ''",
+        f"unix_socket_directories = '{settings['socket_dir']}'",
+        "cluster_name = 'airflow-restore'",
+        "archive_mode = off",
+        "hot_standby = on",
+        "",
+    ])
+
+
+def _write(path, text, uid, gid, mode=0o600):
+    with open(path, "w", encoding="utf-8") as stream:
+        stream.write(text)
+    os.chown(path, uid, gid)
+    os.chmod(path, mode)
+
+
+def _recovered_to(log_text):
+    """What the restored copy's log says about where recovery stopped."""
+    for pattern in (r"recovery stopping [^\n]*", r"last completed transaction was at log time [^\n]*",
+                    r"redo done at [^\n]*"):
+        found = re.findall(pattern, log_text)
+        if found:
+            return found[-1]
+    return None
+
+
+def _restored_report(settings, port, directory):
+    report = json.loads(_sql(settings, """
+        SELECT json_build_object(
+          'in_recovery', pg_is_in_recovery(),
+          'timeline', (SELECT timeline_id FROM pg_control_checkpoint()),
+          'databases', (SELECT json_object_agg(datname, pg_database_size(datname))
+                        FROM pg_database WHERE NOT datistemplate))
+    """, port=port))
+    if settings["database"] in report["databases"]:
+        report["airflow"] = json.loads(_sql(settings, """
+            SELECT CASE WHEN to_regclass('dag_run') IS NULL THEN json_build_object('dag_runs', 0)
+                   ELSE (SELECT json_build_object('dag_runs', count(*),
+                                                  'newest_dag_run', max(start_date))
+                         FROM dag_run) END
+        """, port=port, database=settings["database"]))
+    log_path = os.path.join(directory, "restore.log")
+    with open(log_path, encoding="utf-8", errors="replace") as stream:
+        report["recovered_to"] = _recovered_to(stream.read())
+    return dict(report, directory=directory, port=int(port), log=log_path)
+
+
+@errors.reported_as(CommandExecutionError, CommandExecutionError)
+def restore(target="latest", time=None, restore_point=None, backup_set=None, directory=None,
+            port=None, wait=3600):
+    """
+    Restore the stanza from the repository into a new scratch ``directory``
+    (default: a directory named after the time, under ``restore_directory``)
+    and start it on ``port`` (default ``restore_port``; unix socket only),
+    stopping at the target: the end of the archive (``target=latest``), a
+    ``time`` (ISO 8601 with its UTC offset) or a named ``restore_point``.
+    It starts from ``backup_set`` (a backup's label) when given; else
+    pgBackRest takes the newest backup (for a time, the newest before it),
+    and for a restore point, whose time the archive does not tell, the
+    oldest backup kept, replaying WAL from there.
+    The copy is promoted there and left running; the live server and its
+    data are not touched. Returns what it holds: ``databases`` and their
+    sizes, the Airflow database's ``dag_runs`` and ``newest_dag_run``,
+    ``timeline``, ``recovered_to`` (from its log), ``backup_set``,
+    ``seconds``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt airflow-server2 pg_backup.restore time='2026-12-02 04:31:00+00:00'
+        salt airflow-server2 pg_backup.restore restore_point=before-upgrade
+    """
+    settings = _settings()
+    options = backups.restore_target(target, time, restore_point)
+    if restore_point and not backup_set:
+        kept = info()["backups"]
+        backup_set = kept[0]["label"] if kept else None
+    if backup_set:
+        options.append(f"--set={backup_set}")
+    port = int(port or settings["restore_port"])
+    if port == int(settings["port"]):
+        raise errors.InvalidInput(f"port {port} is the live server's",
+                                  fix="give the restored copy a port of its own")
+    directory = directory or os.path.join(
+        settings["restore_directory"],
+        datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+    if os.path.exists(directory) and os.listdir(directory):
+        raise errors.Refused(f"{directory} exists and is not empty",
+                             fix="give a new directory, or remove that one with "
+                                 "pg_backup.drop_restored")
+    user = pwd.getpwnam(settings["os_user"])
+    os.makedirs(settings["restore_directory"], mode=0o700, exist_ok=True)
+    os.chown(settings["restore_directory"], user.pw_uid, user.pw_gid)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    os.chown(directory, user.pw_uid, user.pw_gid)
+    started = monotonic()
+    _checked(_pgbackrest(settings, "restore", f"--pg1-path={directory}", "--archive-mode=off",
+                         *options, timeout=wait),
+             f"pgbackrest restore into {directory} failed", fix="see /var/log/pgbackrest")
+    _write(os.path.join(directory, "postgresql.conf"),
+           _restored_config(settings, directory, port), user.pw_uid, user.pw_gid)
+    _write(os.path.join(directory, "pg_hba.conf"),
+           f"local all {settings['os_user']} peer\n", user.pw_uid, user.pw_gid)
+    _write(os.path.join(directory, "pg_ident.conf"), "", user.pw_uid, user.pw_gid)
+    log_path = os.path.join(directory, "restore.log")
+    _checked(_run(settings, pg_commands.pg_ctl_start_args(
+        os.path.join(settings["bin_dir"], "pg_ctl"), directory, log_path, seconds=int(wait))),
+        f"the restored copy in {directory} did not start", fix=f"see {log_path}")
+    while _sql(settings, "SELECT pg_is_in_recovery()", port=port) == "t":
+        if monotonic() - started > wait:
+            raise errors.OperationFailed(
+                f"the restored copy in {directory} is still recovering after {wait} s",
+                fix=f"see {log_path}; its target may lie past the end of the archive")
+        sleep(_POLL_SECONDS)
+    report = _restored_report(settings, port, directory)
+    report["seconds"] = round(monotonic() - started, 1)
+    report["backup_set"] = backup_set or "pgBackRest's choice (the newest before the target)"
+    return report
+
+
+@errors.reported_as(CommandExecutionError, CommandExecutionError)
+def restored_sql(sql, database="postgres", port=None):
+    """
+    Run SQL on the restored copy (on ``port``, default ``restore_port``)
+    and return psql's unaligned output, to look into what it holds.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt airflow-server2 pg_backup.restored_sql 'SELECT count(*) FROM dag_run' database=airflow
+    """
+    settings = _settings()
+    return _sql(settings, sql, port=port or settings["restore_port"], database=database)
+
+
+@errors.reported_as(CommandExecutionError, CommandExecutionError)
+def drop_restored(directory):
+    """
+    Stop a restored copy and remove its ``directory`` (one under
+    ``restore_directory`` only).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt airflow-server2 pg_backup.drop_restored /var/lib/pgbackrest-restore/20261202T043100Z
+    """
+    settings = _settings()
+    parent = os.path.realpath(settings["restore_directory"])
+    if os.path.dirname(os.path.realpath(directory)) != parent:
+        raise errors.InvalidInput(f"{directory} is not a restored copy's directory",
+                                  fix=f"give a directory directly under {parent}")
+    if os.path.exists(os.path.join(directory, "postmaster.pid")):
+        _checked(_run(settings, [os.path.join(settings["bin_dir"], "pg_ctl"), "stop", "-w",
+                                 "-m", "fast", "-D", directory]),
+                 f"the restored copy in {directory} did not stop")
+    shutil.rmtree(directory, ignore_errors=True)
+    return {"removed": directory}

@@ -1,0 +1,130 @@
+{#- The node with the backup role: the pgBackRest repository, its stanza,
+    the first full backup, and the timers of the scheduled backups (each
+    followed by a copy of the Redis broker's data). #}
+{%- from 'pgbackrest/map.jinja' import pgbackrest %}
+{%- from 'escape.jinja' import systemd_env %}
+{%- set repository = pgbackrest.repository.path %}
+{%- set stanza = pgbackrest.stanza %}
+{%- set script = '/usr/local/sbin/airflow-backup' %}
+{%- set environment_file = '/etc/pgbackrest/airflow-backup.env' %}
+include:
+  - pgbackrest.config
+  - pgbackrest.module_settings
+
+pgbackrest-repository:
+  file.directory:
+    - names:
+      - {{ repository }}
+      - {{ pgbackrest.redis_copy_dir }}
+    - user: {{ pgbackrest.os_user }}
+    - group: {{ pgbackrest.os_user }}
+    - mode: '0750'
+    - makedirs: true
+    - require:
+      - pkg: pgbackrest-package
+
+{#- On a new environment every node's highstate runs at once: the stanza
+    waits for the primary's PostgreSQL and pgBackRest server to come up. #}
+pgbackrest-stanza:
+  cmd.run:
+    - name: pgbackrest --stanza={{ stanza }} stanza-create
+    - runas: {{ pgbackrest.os_user }}
+    - cwd: /
+    - unless: test -e {{ repository }}/backup/{{ stanza }}/backup.info
+    - retry:
+        attempts: 40
+        interval: 10
+    - require:
+      - file: pgbackrest-repository
+      - service: pgbackrest-service
+
+pgbackrest-redis-cli:
+  pkg.installed:
+    - name: {{ pgbackrest.redis_cli_package }}
+
+pgbackrest-backup-script:
+  file.managed:
+    - name: {{ script }}
+    - source: salt://pgbackrest/files/airflow-backup.sh.jinja
+    - template: jinja
+    - context:
+        stanza: {{ stanza }}
+        redis_nodes: {{ pgbackrest.redis_nodes | json }}
+        redis_port: {{ pgbackrest.redis_port }}
+        copy_dir: {{ pgbackrest.redis_copy_dir }}
+        retention_days: {{ pgbackrest.repository.retention_days }}
+    - mode: '0755'
+
+{#- The Redis password, for redis-cli (REDISCLI_AUTH), never on a command line. #}
+pgbackrest-backup-environment:
+  file.managed:
+    - name: {{ environment_file }}
+    - contents: {{ ('REDISCLI_AUTH=' ~ systemd_env(salt['pillar.get']('redis:password'))) | json }}
+    - user: root
+    - group: root
+    - mode: '0600'
+    - show_changes: false
+    - require:
+      - pkg: pgbackrest-package
+
+pgbackrest-backup-unit:
+  file.managed:
+    - name: /etc/systemd/system/airflow-backup@.service
+    - source: salt://pgbackrest/files/airflow-backup@.service.jinja
+    - template: jinja
+    - context:
+        os_user: {{ pgbackrest.os_user }}
+        environment_file: {{ environment_file }}
+        script: {{ script }}
+  module.run:
+    - service.systemctl_reload: []
+    - onchanges:
+      - file: pgbackrest-backup-unit
+
+{#- The first full backup, so that the environment can be restored from
+    the start. #}
+pgbackrest-first-full-backup:
+  cmd.run:
+    - name: systemctl start airflow-backup@full.service
+    - unless: ls -d {{ repository }}/backup/{{ stanza }}/*F
+    - retry:
+        attempts: 5
+        interval: 20
+    - require:
+      - cmd: pgbackrest-stanza
+      - pkg: pgbackrest-redis-cli
+      - file: pgbackrest-backup-script
+      - file: pgbackrest-backup-environment
+      - module: pgbackrest-backup-unit
+
+{#- A type whose schedule the pillar empties has no timer. #}
+{%- for type, calendar in pgbackrest.schedule | dictsort %}
+{%-   if calendar %}
+
+pgbackrest-{{ type }}-timer:
+  file.managed:
+    - name: /etc/systemd/system/airflow-backup-{{ type }}.timer
+    - source: salt://pgbackrest/files/airflow-backup.timer.jinja
+    - template: jinja
+    - context:
+        type: {{ type }}
+        calendar: {{ calendar | json }}
+  service.running:
+    - name: airflow-backup-{{ type }}.timer
+    - enable: true
+    - require:
+      - cmd: pgbackrest-first-full-backup
+    - watch:
+      - file: pgbackrest-{{ type }}-timer
+{%-   else %}
+
+pgbackrest-{{ type }}-timer:
+  service.dead:
+    - name: airflow-backup-{{ type }}.timer
+    - enable: false
+  file.absent:
+    - name: /etc/systemd/system/airflow-backup-{{ type }}.timer
+    - require:
+      - service: pgbackrest-{{ type }}-timer
+{%-   endif %}
+{%- endfor %}
