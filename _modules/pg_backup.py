@@ -6,26 +6,10 @@ point in time into a scratch directory that runs beside the live server
 (on a database server), without touching the running pair.
 
 :configuration: Settings are read with ``config.get`` under the key
-    ``pg_backup`` (salt/pgbackrest/module_settings.sls writes them as a
-    grain); every key is optional:
-
-    .. code-block:: yaml
-
-        pg_backup:
-          stanza: airflow
-          os_user: postgres
-          repository_path: /var/lib/pgbackrest        # on the backup node
-          schedule: {full: 'Sun *-*-* 01:00:00'}      # systemd calendars, per type
-          grace_hours: 6
-          archive_lag_seconds: 300
-          redis_copy_dir: /var/lib/pgbackrest/redis
-          bin_dir: /usr/lib/postgresql/15/bin         # on a database server
-          conf_dir: /etc/postgresql/15/main
-          socket_dir: /var/run/postgresql
-          port: 5432
-          database: airflow
-          restore_directory: /var/lib/pgbackrest-restore
-          restore_port: 5499
+    ``pg_backup``: salt/pgbackrest/module_settings.sls writes them as a
+    grain from the pgbackrest component's defaults and the pillar, so they
+    are in one place (salt/pgbackrest/defaults.yaml). Every function
+    refuses, naming the fix, on a node where the states have not run.
 
     pgBackRest finds its repository and the database servers in its own
     configuration (``/etc/pgbackrest/pgbackrest.conf``). Every program runs
@@ -51,14 +35,6 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "pg_backup"
 
-_DEFAULTS = {
-    "stanza": "airflow", "os_user": "postgres", "repository_path": "/var/lib/pgbackrest",
-    "schedule": {}, "grace_hours": 6, "archive_lag_seconds": 300,
-    "redis_copy_dir": "/var/lib/pgbackrest/redis",
-    "bin_dir": "/usr/lib/postgresql/15/bin", "conf_dir": "/etc/postgresql/15/main",
-    "socket_dir": "/var/run/postgresql", "port": 5432, "database": "airflow",
-    "restore_directory": "/var/lib/pgbackrest-restore", "restore_port": 5499,
-}
 _POLL_SECONDS = 0.5
 _RESTORE_POINT_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,63}")
 
@@ -74,7 +50,14 @@ def __virtual__():
 
 
 def _settings():
-    return dict(_DEFAULTS, **__salt__["config.get"]("pg_backup", {}))
+    settings = __salt__["config.get"]("pg_backup")
+    if not settings:
+        raise errors.Refused(
+            "this node has no pg_backup settings (the grain the pgbackrest states write)",
+            fix="apply the highstate to this node: it needs the postgresql or backup role, "
+                "and a node with the backup role in cluster:nodes")
+    return settings
+
 
 
 def _run(settings, args, stdin=None, timeout=None, env=None):
@@ -147,13 +130,27 @@ def check():
     return {"ok": True, "seconds": round(monotonic() - started, 1)}
 
 
+def _start_unit(unit, wait):
+    """Start a oneshot unit and wait for it to end; its journal's last
+    lines when it failed, else None."""
+    result = __salt__["cmd.run_all"](["systemctl", "start", unit], python_shell=False,
+                                     ignore_retcode=True, timeout=wait)
+    if result["retcode"] == 0:
+        return None
+    return __salt__["cmd.run"](["journalctl", "-u", unit, "-n", "15", "--no-pager", "-o", "cat"],
+                               python_shell=False)
+
+
 @errors.reported_as(CommandExecutionError, CommandExecutionError)
 def backup(type="incr", wait=None):
     """
     Take a backup of ``type`` (full, diff or incr) now, then copy the Redis
-    broker's data, as the schedule's units do (``airflow-backup@TYPE``, which
-    waits for a backup already running). Returns the new backup, as in
-    ``info``. On the node with the backup role.
+    broker's data, as the schedule's units do (``airflow-backup@TYPE``,
+    which waits for a backup already running, then
+    ``airflow-redis-copy@TYPE``). Returns the new backup, as in ``info``,
+    with ``redis_copy``: the newest copy of the broker's data (``path``,
+    ``bytes``, ``written``), or the ``failed`` copy unit and its
+    ``journal``'s last lines (the database's backup stands).
 
     CLI Example:
 
@@ -164,18 +161,21 @@ def backup(type="incr", wait=None):
     if type not in backups.BACKUP_TYPES:
         raise errors.InvalidInput(f"unknown backup type {type!r}",
                                   fix="give one of " + ", ".join(backups.BACKUP_TYPES))
+    settings = _settings()
     unit = f"airflow-backup@{type}.service"
     before = {entry["label"] for entry in info()["backups"]}
-    result = __salt__["cmd.run_all"](["systemctl", "start", unit], python_shell=False,
-                                     ignore_retcode=True, timeout=wait)
-    if result["retcode"] != 0:
-        journal = __salt__["cmd.run"](["journalctl", "-u", unit, "-n", "15", "--no-pager",
-                                       "-o", "cat"], python_shell=False)
+    journal = _start_unit(unit, wait)
+    if journal is not None:
         raise errors.OperationFailed(f"{unit} failed", now=f"its journal ends:\n{journal}")
     new = [entry for entry in info()["backups"] if entry["label"] not in before]
     if not new:
         raise errors.OperationFailed(f"{unit} ended, but the repository shows no new backup")
-    return new[-1]
+    # Already started by the backup's unit: this waits for it to end.
+    copy_unit = f"airflow-redis-copy@{type}.service"
+    journal = _start_unit(copy_unit, wait)
+    copy = ({"failed": copy_unit, "journal": journal} if journal is not None
+            else _newest_redis_copy(settings))
+    return dict(new[-1], redis_copy=copy)
 
 
 def _allowed_seconds(settings):
@@ -206,12 +206,21 @@ def _newest_redis_copy(settings):
                                                        datetime.timezone.utc).isoformat()}
 
 
+def _failed_units():
+    """The backup and copy units whose last run failed."""
+    output = __salt__["cmd.run"](
+        ["systemctl", "list-units", "--failed", "--plain", "--no-legend", "--all",
+         "airflow-backup@*", "airflow-redis-copy@*"], python_shell=False, ignore_retcode=True)
+    return [line.split()[0] for line in output.splitlines() if line.strip()]
+
+
 @errors.reported_as(CommandExecutionError)
 def status():
     """
     Return ``info``'s fields, with ``allowed_seconds`` (how old each
     scheduled type's newest backup may be), ``problems`` (a type whose
-    newest backup is older than that, or a stanza that is not ok) and
+    newest backup is older than that, a stanza that is not ok, a backup or
+    copy unit whose last run failed) and
     ``redis_copy`` (the newest copy of the broker's data: ``path``,
     ``bytes``, ``written``). On the node with the backup role.
 
@@ -227,6 +236,8 @@ def status():
     problems = [] if state["status"] == "ok" else [f"the backup stanza: {state['status']}"]
     problems += backups.backup_problems(state["backups"], allowed,
                                        datetime.datetime.now(datetime.timezone.utc))
+    problems += [f"{unit} failed on its last run: see `journalctl -u {unit}` on "
+                 f"{__grains__['id']}" for unit in _failed_units()]
     return dict(state, allowed_seconds=allowed, problems=problems,
                 redis_copy=_newest_redis_copy(settings))
 
@@ -386,10 +397,9 @@ def restore(target="latest", time=None, restore_point=None, backup_set=None, dir
                              fix="give a new directory, or remove that one with "
                                  "pg_backup.drop_restored")
     user = pwd.getpwnam(settings["os_user"])
-    os.makedirs(settings["restore_directory"], mode=0o700, exist_ok=True)
-    os.chown(settings["restore_directory"], user.pw_uid, user.pw_gid)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    os.chown(directory, user.pw_uid, user.pw_gid)
+    for owned in (settings["restore_directory"], directory):
+        os.makedirs(owned, mode=0o700, exist_ok=True)
+        os.chown(owned, user.pw_uid, user.pw_gid)
     started = monotonic()
     _checked(_pgbackrest(settings, "restore", f"--pg1-path={directory}", "--archive-mode=off",
                          *options, timeout=wait),
@@ -411,7 +421,8 @@ def restore(target="latest", time=None, restore_point=None, backup_set=None, dir
         sleep(_POLL_SECONDS)
     report = _restored_report(settings, port, directory)
     report["seconds"] = round(monotonic() - started, 1)
-    report["backup_set"] = backup_set or "pgBackRest's choice (the newest before the target)"
+    report["backup_set"] = backup_set or "pgBackRest's choice (" + (
+        "the newest before the time)" if time else "the newest)")
     return report
 
 

@@ -167,8 +167,8 @@ def _record_copy_path(cluster, node):
 def _record_copies(cluster, nodes):
     """``{node: its copy of the topology record, or None}`` of the nodes."""
     paths = {node: _record_copy_path(cluster, node) for node in nodes}
-    exists = _nodes().call_each({node: ("file.file_exists", [path]) for node, path in paths.items()})
-    texts = _nodes().call_each({node: ("file.read", [path]) for node, path in paths.items()
+    exists = _nodes().call_each({node: ("file.file_exists", [path], {}) for node, path in paths.items()})
+    texts = _nodes().call_each({node: ("file.read", [path], {}) for node, path in paths.items()
                                 if exists[node]})
     return {node: json.loads(texts[node]) if node in texts else None for node in nodes}
 
@@ -446,7 +446,7 @@ def _stopped_units(role, down, wait, every_line=False):
 
     def stopped():
         states = _nodes().call_each(
-            {node: ("airflow_units.stop", [names]) for node, names in units.items()}, wait)
+            {node: ("airflow_units.stop", [names], {}) for node, names in units.items()}, wait)
         running = [f"{unit}@{node} {state}" for node, unit_states in states.items()
                    for unit, state in unit_states.items() if state not in ("inactive", "failed")]
         if running:
@@ -608,7 +608,7 @@ def _resumed_units(cluster, nodes, wait, without_waiting=False):
             settings = _settings(cluster, "airflow", node)
             calls[node] = ("airflow_units.resume", [
                 *_units(cluster, node, role),
-                [f"{settings['home']}/airflow.cfg", settings["environment_file"]], no_block])
+                [f"{settings['home']}/airflow.cfg", settings["environment_file"]], no_block], {})
         for node, units in _nodes().call_each(calls, timeout=wait).items():
             (requested if no_block else started).extend(f"{unit}@{node}" for unit in units)
     return started, requested
@@ -1436,10 +1436,6 @@ def _repository(cluster):
     return nodes[0]
 
 
-def _mebibytes(size):
-    return f"{size / 2**20:.1f} MiB"
-
-
 def backup(type="incr"):  # noqa: A002 (Salt's CLI names it type)
     """
     Take a backup of ``type`` (full, diff or incr) now, on the node with the
@@ -1463,9 +1459,10 @@ def backup(type="incr"):  # noqa: A002 (Salt's CLI names it type)
                       timeout=_BACKUP_SECONDS)
         checked = _call(node, "pg_backup.check", timeout=_LONG_SECONDS)
         return {"backup": f"{taken['label']} ({taken['type']})",
-                "database": _mebibytes(taken["database_bytes"]),
-                "copied": _mebibytes(taken["backup_bytes"]),
-                "stored": _mebibytes(taken["repository_bytes"]),
+                "database": report.mebibytes(taken["database_bytes"]),
+                "copied": report.mebibytes(taken["backup_bytes"]),
+                "stored": report.mebibytes(taken["repository_bytes"]),
+                "Redis broker copy": report.redis_copy_text(taken["redis_copy"]),
                 "archive check": f"ok in {checked['seconds']} s"}
 
     return _step("backup", action, type=type, node=node)
@@ -1521,7 +1518,7 @@ def restore(target="latest", time=None, restore_point=None, backup_set=None, nod
                 "port": restored["port"],
                 "from backup": restored["backup_set"],
                 "recovered to": restored["recovered_to"],
-                "databases": ", ".join(f"{name} {_mebibytes(size)}" for name, size
+                "databases": ", ".join(f"{name} {report.mebibytes(size)}" for name, size
                                        in sorted(restored["databases"].items())),
                 "DAG runs": airflow.get("dag_runs"),
                 "newest DAG run": airflow.get("newest_dag_run"),
@@ -1566,7 +1563,8 @@ def _backup_status(cluster, answering):
         try:
             state["archiver"] = _call(cluster.primary, "pg_backup.archive_state", timeout=30)
             state["problems"] += backups.archive_problems(
-                state["archiver"], cluster.primary, settings["archive_lag_seconds"])
+                state["archiver"], cluster.primary, settings["archive_lag_seconds"],
+                settings["stanza"])
         except errors.HaError as error:
             state["problems"].append(f"WAL archiving on {cluster.primary}: {error}")
     return state

@@ -82,14 +82,13 @@ class Nodes:
     def call_each(self, calls, timeout=120):
         """
         Run one function on each of several nodes, all at once:
-        ``calls`` is ``{node: (function, args)}`` or ``{node: (function,
-        args, kwargs)}``. Returns ``{node: result}`` once every node has
+        ``calls`` is ``{node: (function, args, kwargs)}``. Returns ``{node: result}`` once every node has
         answered; raises as call does for the first node, in name order,
         that did not answer or whose function failed.
         """
         jobs = {}
-        for node, (function, args, *kwargs) in sorted(calls.items()):
-            jobs[node] = self.start([node], function, *args, timeout=timeout, **dict(*kwargs))
+        for node, (function, args, kwargs) in sorted(calls.items()):
+            jobs[node] = self.start([node], function, *args, timeout=timeout, **kwargs)
         return {node: _result(node, calls[node][0], self.returns(job).get(node), timeout)
                 for node, job in jobs.items()}
 

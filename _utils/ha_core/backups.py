@@ -135,11 +135,12 @@ def _hours(delta):
     return f"{delta.total_seconds() / 3600:.1f} h"
 
 
-def archive_problems(archiver, node, lag_limit_seconds):
+def archive_problems(archiver, node, lag_limit_seconds, stanza):
     """
     Return the problems of the primary's WAL archiving from its
     ``archiver`` state (``pg_backup.archive_state``): WAL waiting longer
-    than ``lag_limit_seconds`` to be archived.
+    than ``lag_limit_seconds`` to be archived (``stanza`` names the
+    command that checks it).
     """
     oldest = archiver.get("oldest_ready_seconds")
     if oldest is None or oldest <= lag_limit_seconds:
@@ -150,4 +151,4 @@ def archive_problems(archiver, node, lag_limit_seconds):
                    f"{archiver['last_failed_time']}")
     return [f"{archiver['ready_count']} WAL file(s) on {node} wait to be archived, the oldest "
             f"for {oldest:.0f} s{failure}: the backups cannot restore past them; see "
-            f"PostgreSQL's log on {node}, and run `pgbackrest --stanza=... check` there as postgres"]
+            f"PostgreSQL's log on {node}, and run `pgbackrest --stanza={stanza} check` there as postgres"]

@@ -113,6 +113,11 @@ def monitoring_text(monitoring):
     return "\n".join(lines)
 
 
+def mebibytes(size):
+    """A size in bytes as the status and the runbooks print it."""
+    return f"{size / 2**20:.1f} MiB"
+
+
 def backup_text(backup):
     """The status lines of the backups: the newest of each type, the
     archive, the newest copy of the broker's data."""
@@ -121,7 +126,7 @@ def backup_text(backup):
         newest = [entry for entry in backup.get("backups", ()) if entry["type"] == kind][-1:]
         for entry in newest:
             lines.append(f"  {kind}: {entry['label']}, stopped {entry['stopped']}, "
-                         f"{entry['repository_bytes'] / 2**20:.1f} MiB stored")
+                         f"{mebibytes(entry['repository_bytes'])} stored")
     archive = backup.get("archive") or {}
     if archive.get("max"):
         lines.append(f"  WAL archive: {archive['min']} to {archive['max']}")
@@ -129,11 +134,18 @@ def backup_text(backup):
     if archiver:
         lines.append(f"  archiving on the primary: last {archiver['last_archived_wal']} at "
                      f"{archiver['last_archived_time']}, {archiver['ready_count']} waiting")
-    copy = backup.get("redis_copy")
-    if copy:
-        lines.append(f"  Redis broker copy: {copy['path']} ({copy['bytes']} bytes), "
-                     f"written {copy['written']}")
+    if backup.get("redis_copy"):
+        lines.append(f"  Redis broker copy: {redis_copy_text(backup['redis_copy'])}")
     return "\n".join(lines)
+
+
+def redis_copy_text(copy):
+    """A copy of the broker's data (``pg_backup.backup``'s ``redis_copy``)."""
+    if not copy:
+        return "none yet"
+    if "failed" in copy:
+        return f"{copy['failed']} FAILED (see journalctl -u {copy['failed']} on the backup node)"
+    return f"{copy['path']} ({copy['bytes']} bytes), written {copy['written']}"
 
 
 FENCE_METHODS = {

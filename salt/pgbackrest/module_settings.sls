@@ -14,7 +14,6 @@ pgbackrest-module-settings:
         repository_path: {{ pgbackrest.repository.path }}
         schedule: {{ pgbackrest.schedule | json }}
         grace_hours: {{ pgbackrest.grace_hours }}
-        archive_lag_seconds: {{ pgbackrest.archive_lag_seconds }}
         redis_copy_dir: {{ pgbackrest.redis_copy_dir }}
         bin_dir: {{ postgresql.bin_dir }}
         conf_dir: {{ postgresql.conf_dir }}

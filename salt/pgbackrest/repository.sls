@@ -5,7 +5,6 @@
 {%- from 'escape.jinja' import systemd_env %}
 {%- set repository = pgbackrest.repository.path %}
 {%- set stanza = pgbackrest.stanza %}
-{%- set script = '/usr/local/sbin/airflow-backup' %}
 {%- set environment_file = '/etc/pgbackrest/airflow-backup.env' %}
 include:
   - pgbackrest.config
@@ -42,10 +41,18 @@ pgbackrest-redis-cli:
   pkg.installed:
     - name: {{ pgbackrest.redis_cli_package }}
 
-pgbackrest-backup-script:
+{#- Two programs, each with its unit: the database's backup, and the copy of
+    the Redis broker's data that each backup pulls in (a failed copy does
+    not fail the backup). #}
+{%- set programs = {
+      'backup': {'script': '/usr/local/sbin/airflow-backup', 'unit': 'airflow-backup@'},
+      'redis-copy': {'script': '/usr/local/sbin/airflow-redis-copy', 'unit': 'airflow-redis-copy@'}} %}
+{%- for program, files in programs | dictsort %}
+
+pgbackrest-{{ program }}-script:
   file.managed:
-    - name: {{ script }}
-    - source: salt://pgbackrest/files/airflow-backup.sh.jinja
+    - name: {{ files.script }}
+    - source: salt://pgbackrest/files/airflow-{{ program }}.sh.jinja
     - template: jinja
     - context:
         stanza: {{ stanza }}
@@ -54,6 +61,21 @@ pgbackrest-backup-script:
         copy_dir: {{ pgbackrest.redis_copy_dir }}
         retention_days: {{ pgbackrest.repository.retention_days }}
     - mode: '0755'
+
+pgbackrest-{{ program }}-unit:
+  file.managed:
+    - name: /etc/systemd/system/{{ files.unit }}.service
+    - source: salt://pgbackrest/files/{{ files.unit }}.service.jinja
+    - template: jinja
+    - context:
+        os_user: {{ pgbackrest.os_user }}
+        environment_file: {{ environment_file }}
+        script: {{ files.script }}
+  module.run:
+    - service.systemctl_reload: []
+    - onchanges:
+      - file: pgbackrest-{{ program }}-unit
+{%- endfor %}
 
 {#- The Redis password, for redis-cli (REDISCLI_AUTH), never on a command line. #}
 pgbackrest-backup-environment:
@@ -66,20 +88,6 @@ pgbackrest-backup-environment:
     - show_changes: false
     - require:
       - pkg: pgbackrest-package
-
-pgbackrest-backup-unit:
-  file.managed:
-    - name: /etc/systemd/system/airflow-backup@.service
-    - source: salt://pgbackrest/files/airflow-backup@.service.jinja
-    - template: jinja
-    - context:
-        os_user: {{ pgbackrest.os_user }}
-        environment_file: {{ environment_file }}
-        script: {{ script }}
-  module.run:
-    - service.systemctl_reload: []
-    - onchanges:
-      - file: pgbackrest-backup-unit
 
 {#- The first full backup, so that the environment can be restored from
     the start. #}
@@ -94,8 +102,10 @@ pgbackrest-first-full-backup:
       - cmd: pgbackrest-stanza
       - pkg: pgbackrest-redis-cli
       - file: pgbackrest-backup-script
+      - file: pgbackrest-redis-copy-script
       - file: pgbackrest-backup-environment
       - module: pgbackrest-backup-unit
+      - module: pgbackrest-redis-copy-unit
 
 {#- A type whose schedule the pillar empties has no timer. #}
 {%- for type, calendar in pgbackrest.schedule | dictsort %}

@@ -93,6 +93,29 @@ def test_a_restore_target_that_could_mean_several_times_is_refused(lab, say):
         assert salt_call(node, "file.find", "/var/lib/pgbackrest-restore", "mindepth=1") in ([], None)
 
 
+def test_a_failed_copy_of_the_broker_leaves_the_backup_and_shows_in_status(lab, say):
+    """The Redis copy is a unit of its own: with the password refused, the
+    database's backup is still taken, the run says the copy failed, and
+    status names the unit until a copy succeeds."""
+    environment = "/etc/pgbackrest/airflow-backup.env"
+    salt_call(REPOSITORY, "file.copy", environment, f"{environment}.kept")
+    try:
+        salt_call(REPOSITORY, "file.write", environment, "REDISCLI_AUTH=not-the-password")
+        returncode, output = orchestrate(say, "orch.backup", 'pillar={"type": "incr"}')
+        assert returncode == 0, output
+        assert "airflow-redis-copy@incr.service FAILED" in output, output
+        assert salt_call(REPOSITORY, "pg_backup.info")["backups"][-1]["type"] == "incr"
+        returncode, output = salt_run("airflow_ha.status")
+        assert "airflow-redis-copy@incr.service failed on its last run" in output, output
+    finally:
+        salt_call(REPOSITORY, "file.rename", f"{environment}.kept", environment)
+    returncode, output = orchestrate(say, "orch.backup", 'pillar={"type": "incr"}')
+    assert returncode == 0, output
+    assert "Redis broker copy /var/lib/pgbackrest/redis/dump-" in output, output
+    returncode, output = salt_run("airflow_ha.status")
+    assert "problems:" not in output, output
+
+
 def test_benchmark_backup_and_restore(lab, say, primary):
     full = next(backup for backup in salt_call(REPOSITORY, "pg_backup.info")["backups"]
                 if backup["type"] == "full")

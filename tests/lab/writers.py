@@ -236,8 +236,25 @@ def assert_loss_accounted(say, writer, acknowledged, primary, consented=None):
         lost = [n for n, _, _ in acknowledged[kind] if n not in on_primary[kind]]
         say(f"{kind}: {len(acknowledged[kind])} writes acknowledged, {len(lost)} lost, "
             "each at a crash or consented")
-    assert unaccounted_losses(acknowledged, on_primary, consented) == \
-        {"postgresql": [], "redis": []}
+    unexplained = unaccounted_losses(acknowledged, on_primary, consented)
+    assert unexplained == {"postgresql": [], "redis": []}, loss_details(
+        acknowledged, unexplained, consented)
+
+
+def loss_details(acknowledged, unexplained, consented):
+    """For a failed account: each unexplained write's [number, server,
+    time], the first and last few, and where the writer changed servers."""
+    details = {"consented": consented}
+    for kind, numbers in unexplained.items():
+        if numbers:
+            writes = {write[0]: write for write in acknowledged[kind]}
+            lost = [writes[number] for number in numbers]
+            switches = [later for earlier, later in zip(acknowledged[kind], acknowledged[kind][1:])
+                        if earlier[1] != later[1] or later[2] - earlier[2] > 3]
+            details[kind] = {"unexplained": len(lost), "first": lost[:5], "last": lost[-5:],
+                             "writes": len(writes), "first_write": acknowledged[kind][0],
+                             "server_changes_or_gaps": switches[:10]}
+    return json.dumps(details)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import pytest
 from ha_core.backups import (archive_problems, backup_problems, longest_gap,
                              parse_calendar_elapses, restore_target, summarize_info)
 from ha_core.errors import InvalidInput
-from ha_core.report import backup_text
+from ha_core.report import backup_text, redis_copy_text
 
 UTC = datetime.timezone.utc
 
@@ -129,16 +129,16 @@ def test_wal_waiting_past_the_limit_is_a_problem_naming_the_last_failure():
     archiver = {"ready_count": 12, "oldest_ready_seconds": 900.4,
                 "last_failed_wal": "00000002000000000000000A",
                 "last_failed_time": "2026-12-02T11:59:00+00:00"}
-    assert archive_problems(archiver, "airflow-server2", 300) == [
+    assert archive_problems(archiver, "airflow-server2", 300, "airflow") == [
         "12 WAL file(s) on airflow-server2 wait to be archived, the oldest for 900 s, and "
         "archiving 00000002000000000000000A last failed at 2026-12-02T11:59:00+00:00: the "
         "backups cannot restore past them; see PostgreSQL's log on airflow-server2, and run "
-        "`pgbackrest --stanza=... check` there as postgres"]
+        "`pgbackrest --stanza=airflow check` there as postgres"]
 
 
 def test_wal_archived_in_time_is_no_problem():
-    assert archive_problems({"ready_count": 1, "oldest_ready_seconds": 2.0}, "s", 300) == []
-    assert archive_problems({"ready_count": 0, "oldest_ready_seconds": None}, "s", 300) == []
+    assert archive_problems({"ready_count": 1, "oldest_ready_seconds": 2.0}, "s", 300, "airflow") == []
+    assert archive_problems({"ready_count": 0, "oldest_ready_seconds": None}, "s", 300, "airflow") == []
 
 
 def test_the_status_lines_show_the_newest_backup_of_each_type():
@@ -153,3 +153,14 @@ def test_the_status_lines_show_the_newest_backup_of_each_type():
         "  archiving on the primary: last 000000010000000000000003 at "
         "2026-12-02T04:33:58+00:00, 0 waiting",
     ]
+
+
+def test_a_copy_of_the_broker_reads_as_its_file_or_its_failed_unit():
+    assert redis_copy_text(None) == "none yet"
+    assert redis_copy_text({"path": "/var/lib/pgbackrest/redis/dump-20261202T043400Z-incr.rdb",
+                            "bytes": 4096, "written": "2026-12-02T04:34:00+00:00"}) == (
+        "/var/lib/pgbackrest/redis/dump-20261202T043400Z-incr.rdb (4096 bytes), "
+        "written 2026-12-02T04:34:00+00:00")
+    assert redis_copy_text({"failed": "airflow-redis-copy@incr.service", "journal": "..."}) == (
+        "airflow-redis-copy@incr.service FAILED (see journalctl -u "
+        "airflow-redis-copy@incr.service on the backup node)")
