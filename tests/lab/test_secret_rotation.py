@@ -199,6 +199,20 @@ def run_state(admin, run_id):
     return Api(admin).run_state("ha_smoke", run_id)
 
 
+def assert_the_run_succeeded(admin, run_id):
+    """The DAG run that spans a rotation ends in success; if not, the
+    message holds its task's record and the end of its log on the worker."""
+    state = wait_until(lambda: run_state(admin, run_id), 300, "the DAG run")
+    if state == "success":
+        return
+    task = Api(admin).get(f"/dags/ha_smoke/dagRuns/{run_id}/taskInstances/worker_hostname").json()
+    log = bin_lab("exec", "airflow-worker1", "--", "sh", "-c",
+                  f"tail -n 30 /opt/airflow/logs/dag_id=ha_smoke/run_id={run_id}/*/attempt=*.log",
+                  check=False)
+    raise AssertionError(f"the DAG run {run_id} ended {state}: task {task}; its log ends: "
+                         f"{log.stdout}{log.stderr}")
+
+
 def psql_login(node, host, user, database, password):
     """Whether user logs in to database at host from node with password."""
     result = bin_lab("exec", node, "--", "env", f"PGPASSWORD={password}", "psql", "-XAtq",
@@ -309,7 +323,7 @@ def test_one_rotation_converges_with_nothing_stopped_or_lost(rotation):
     assert max(write_gaps(rotation.acknowledged).values()) < 5
     assert_nothing_lost(rotation.writer, rotation.acknowledged, rotation.primary)
     admin = login("admin", rotation.after)
-    assert wait_until(lambda: run_state(admin, rotation.run_id), 300, "the DAG run") == "success"
+    assert_the_run_succeeded(admin, rotation.run_id)
     assert healthy(health())
 
 
@@ -365,7 +379,7 @@ def test_every_secret_rotates_back_then_the_old_fernet_key_is_dropped(rotation, 
     assert replica_link(back.primary) == back.replica
     assert_nothing_lost(back.writer, back.acknowledged, back.primary)
     admin = login("admin", back.after)
-    assert wait_until(lambda: run_state(admin, back.run_id), 300, "the DAG run") == "success"
+    assert_the_run_succeeded(admin, back.run_id)
     assert Api(login("admin", rotation.after)).get("/dags").status_code == 401
     assert not redis_auth(SERVER1, lab[SERVER1], rotation.after["redis"]["password"])
     assert redis_auth(SERVER1, lab[SERVER1], back.after["redis"]["password"])
