@@ -88,8 +88,7 @@ def up(args):
             node.install_minion_key(*master.minion_key(node.name))
             # One at a time: machines booting at the same moment race for
             # their cgroups, and an early unit now and then fails on it.
-            node.boot()
-            say(f"    {node.name}: {node.wait_until_running()}")
+            say(f"    {node.name}: {node.boot_and_wait()}")
     names = [node.name for node in lab]
     with timings.step("minions answering"):
         master.wait_for_minions(names)

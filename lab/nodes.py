@@ -160,8 +160,9 @@ class Node:
         return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
 
     def boot_and_wait(self):
-        """Boot the node and wait until it runs. After a hard power-off the
-        host end of the node's network link can outlive it, and
+        """Boot the node and wait until it runs. After a hard power-off, or
+        a lab taken down just before, the host end of the node's network
+        link can outlive it, and
         systemd-nspawn then exits at once ("Failed to add new veth
         interfaces (NAME:host0): File exists"): that link is removed (the
         kernel may be removing it already) and the node booted once more."""

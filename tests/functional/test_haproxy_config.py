@@ -88,12 +88,13 @@ def haproxy_check(path):
 def pillar_tree(tmp_path, **environments):
     """A pillar_roots with the repository's top file, topology record and lab
     folder, plus one folder per keyword argument (environment name -> its
-    init.sls data)."""
+    init.sls data). The lab folder is copied without this checkout's
+    local.sls, which the upgrade test writes while the lab comes up."""
     root = tmp_path / "pillar"
     root.mkdir()
     for name in ("top.sls", "topology.sls"):
         shutil.copy(REPO / "pillar" / name, root / name)
-    (root / "lab").symlink_to(REPO / "pillar" / "lab")
+    shutil.copytree(REPO / "pillar" / "lab", root / "lab", ignore=shutil.ignore_patterns("local.sls"))
     for name, data in environments.items():
         (root / name).mkdir()
         (root / name / "init.sls").write_text(yaml.safe_dump(data))
@@ -101,9 +102,9 @@ def pillar_tree(tmp_path, **environments):
 
 
 @pytest.fixture(scope="module")
-def lab_loaders(make_loaders):
+def lab_loaders(make_loaders, tmp_path_factory):
     return make_loaders(id=LAB_NODE, airflow_environment="lab",
-                        pillar_roots={"base": [str(REPO / "pillar")]},
+                        pillar_roots={"base": [str(pillar_tree(tmp_path_factory.mktemp("lab")))]},
                         grains={"os_family": "Debian"})
 
 
