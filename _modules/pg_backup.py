@@ -16,6 +16,7 @@ point in time into a scratch directory that runs beside the live server
     as ``os_user``; SQL goes on psql's standard input.
 """
 
+import contextlib
 import datetime
 import glob
 import json
@@ -29,13 +30,19 @@ from time import monotonic, sleep
 import salt.utils.path
 from salt.exceptions import CommandExecutionError
 
-from ha_core import backups, errors, pg_commands, pg_facts
+from ha_core import backups, errors, pg_commands, pg_datadir, pg_facts
 
 log = logging.getLogger(__name__)
 
 __virtualname__ = "pg_backup"
 
 _POLL_SECONDS = 0.5
+# What a restored Airflow database holds: its DAG runs and the newest.
+_AIRFLOW_RUNS_SQL = """
+    SELECT CASE WHEN to_regclass('dag_run') IS NULL THEN json_build_object('dag_runs', 0)
+           ELSE (SELECT json_build_object('dag_runs', count(*), 'newest_dag_run', max(start_date))
+                 FROM dag_run) END
+"""
 _RESTORE_POINT_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,63}")
 
 
@@ -340,12 +347,8 @@ def _restored_report(settings, port, directory):
                         FROM pg_database WHERE NOT datistemplate))
     """, port=port))
     if settings["database"] in report["databases"]:
-        report["airflow"] = json.loads(_sql(settings, """
-            SELECT CASE WHEN to_regclass('dag_run') IS NULL THEN json_build_object('dag_runs', 0)
-                   ELSE (SELECT json_build_object('dag_runs', count(*),
-                                                  'newest_dag_run', max(start_date))
-                         FROM dag_run) END
-        """, port=port, database=settings["database"]))
+        report["airflow"] = json.loads(_sql(settings, _AIRFLOW_RUNS_SQL, port=port,
+                                            database=settings["database"]))
     log_path = os.path.join(directory, "restore.log")
     with open(log_path, encoding="utf-8", errors="replace") as stream:
         report["recovered_to"] = _recovered_to(stream.read())
@@ -379,12 +382,7 @@ def restore(target="latest", time=None, restore_point=None, backup_set=None, dir
         salt airflow-server2 pg_backup.restore restore_point=before-upgrade
     """
     settings = _settings()
-    options = backups.restore_target(target, time, restore_point)
-    if restore_point and not backup_set:
-        kept = info()["backups"]
-        backup_set = kept[0]["label"] if kept else None
-    if backup_set:
-        options.append(f"--set={backup_set}")
+    options, backup_set = _restore_options(target, time, restore_point, backup_set)
     port = int(port or settings["restore_port"])
     if port == int(settings["port"]):
         raise errors.InvalidInput(f"port {port} is the live server's",
@@ -421,9 +419,93 @@ def restore(target="latest", time=None, restore_point=None, backup_set=None, dir
         sleep(_POLL_SECONDS)
     report = _restored_report(settings, port, directory)
     report["seconds"] = round(monotonic() - started, 1)
-    report["backup_set"] = backup_set or "pgBackRest's choice (" + (
-        "the newest before the time)" if time else "the newest)")
+    report["backup_set"] = _chosen(backup_set, time)
     return report
+
+
+def _restore_options(target, time, restore_point, backup_set):
+    """pgBackRest's restore options for the target, and the backup set
+    (None: pgBackRest's choice). A restore point's time is not in the
+    archive: without a backup set, it restores from the oldest backup kept."""
+    options = backups.restore_target(target, time, restore_point)
+    if restore_point and not backup_set:
+        kept = info()["backups"]
+        backup_set = kept[0]["label"] if kept else None
+    if backup_set:
+        options.append(f"--set={backup_set}")
+    return options, backup_set
+
+
+def _chosen(backup_set, time):
+    return backup_set or "pgBackRest's choice (" + (
+        "the newest before the time)" if time else "the newest)")
+
+
+@errors.reported_as(CommandExecutionError, CommandExecutionError)
+def restore_server(generation, target="latest", time=None, restore_point=None, backup_set=None,
+                   wait=3600):
+    """
+    Disaster recovery: restore the stanza into this server's own data
+    directory and start PostgreSQL there as the primary, on a new timeline,
+    archiving it. The step of ``orch.disaster_recovery`` on the node the
+    topology record names (``generation``: that record's, which this node's
+    copy must have; the start guard honours it once, as after
+    ``pg_replication.release``). The target and backup are chosen as for
+    ``restore``. PostgreSQL must be stopped here; whatever the data
+    directory held is kept beside it, in ``<data_dir>.before-restore-<UTC
+    time>``. Returns ``kept`` (that path, or None when it was empty),
+    ``backup_set``, ``timeline``, the Airflow database's ``dag_runs`` and
+    ``newest_dag_run``, ``recovered_to`` and ``seconds``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt airflow-server1 pg_backup.restore_server generation=7
+        salt airflow-server1 pg_backup.restore_server generation=7 time='2026-12-02 04:31:00+00:00'
+    """
+    settings = _settings()
+    options, backup_set = _restore_options(target, time, restore_point, backup_set)
+    service, data_dir = settings["service"], os.path.normpath(settings["data_dir"])
+    if __salt__["service.status"](service):
+        raise errors.Refused(f"PostgreSQL runs on {__grains__['id']} ({service})",
+                             now="nothing was changed",
+                             fix="a restore replaces a stopped server only: stop it first "
+                                 "(pg_replication.stop), or use orch.restore for a copy beside it")
+    started = monotonic()
+    user = pwd.getpwnam(settings["os_user"])
+    kept = None
+    if os.path.isdir(data_dir) and os.listdir(data_dir):
+        kept = f"{data_dir}.before-restore-" + datetime.datetime.now(
+            datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        os.rename(data_dir, kept)
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    os.chown(data_dir, user.pw_uid, user.pw_gid)
+    _checked(_pgbackrest(settings, "restore", f"--pg1-path={data_dir}", *options, timeout=wait),
+             f"pgbackrest restore into {data_dir} failed",
+             fix="see /var/log/pgbackrest" + (f"; the data directory before is in {kept}"
+                                               if kept else ""))
+    _write(os.path.join(data_dir, pg_datadir.RELEASE),
+           json.dumps({"generation": int(generation)}) + "\n", user.pw_uid, user.pw_gid)
+    # In a container, a start right after a stop can fail on its control group once.
+    if _start_unit(service, wait) is not None:
+        __salt__["cmd.run"](["systemctl", "reset-failed", service], python_shell=False)
+        journal = _start_unit(service, wait)
+        if journal is not None:
+            raise errors.OperationFailed(f"{service} did not start after the restore",
+                                         now=f"its journal ends:\n{journal}")
+    while _sql(settings, "SELECT pg_is_in_recovery()") == "t":
+        if monotonic() - started > wait:
+            raise errors.OperationFailed(
+                f"PostgreSQL on {__grains__['id']} is still recovering after {wait} s",
+                fix="see its log; the target may lie past the end of the archive")
+        sleep(_POLL_SECONDS)
+    with contextlib.suppress(FileNotFoundError):  # used once
+        os.unlink(os.path.join(data_dir, pg_datadir.RELEASE))
+    airflow = json.loads(_sql(settings, _AIRFLOW_RUNS_SQL, database=settings["database"]))
+    return dict(airflow, kept=kept, backup_set=_chosen(backup_set, time),
+                timeline=int(_sql(settings, "SELECT timeline_id FROM pg_control_checkpoint()")),
+                seconds=round(monotonic() - started, 1))
 
 
 @errors.reported_as(CommandExecutionError, CommandExecutionError)

@@ -280,6 +280,8 @@ def _wal_end(settings, control):
 
 def _status(settings):
     data_dir = settings["data_dir"]
+    if not pg_datadir.holds_cluster(data_dir):
+        return pg_datadir.node_status(settings["node_name"], "stopped", False, {}, data_dir)
     control = _controldata(settings)
     postmaster_pid = pg_datadir.postmaster_pid(data_dir)
     running = postmaster_pid is not None
@@ -634,7 +636,10 @@ def _divergence(settings, host, port):
     host:port, and the primary's IDENTIFY_SYSTEM.
     """
     identity = _identify_system(settings, host, port)
-    control = _controldata(settings)
+    # An empty data directory (a rebuilt server) is like another cluster's:
+    # nothing to discard, a base backup fills it.
+    control = (_controldata(settings) if pg_datadir.holds_cluster(settings["data_dir"])
+               else {"Database system identifier": None, "Latest checkpoint's TimeLineID": 0})
     same_cluster = control["Database system identifier"] == identity["system_identifier"]
     timeline, end, local_history = int(control["Latest checkpoint's TimeLineID"]), None, None
     if same_cluster:
@@ -725,8 +730,9 @@ def rejoin(primary, wait=120, discard=None):
       cleanly before the primary's timeline left it): only configure it;
     - ``rewind``: pg_rewind from the primary (needs wal_log_hints or data
       checksums here);
-    - ``basebackup``: a fresh copy of the primary, when the clusters differ or
-      rewinding is impossible or fails.
+    - ``basebackup``: a fresh copy of the primary, when the clusters differ,
+      the data directory is empty (a rebuilt server), or rewinding is
+      impossible or fails.
 
     A rewind or a base backup discards the WAL this node holds past the point
     where the primary's history left its own (see divergence): writes the

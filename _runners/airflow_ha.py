@@ -672,8 +672,9 @@ def pg_rejoin(node, primary, discard=None):
         primary_state = _call(primary, "pg_replication.status")
         if failover.rejoined(node, state, primary_state):
             return {"already": f"streaming from {primary}", **_forget_fenced(node)}
-        _call(node, "pg_replication.fence", reason=f"rejoining {primary} as a standby",
-              timeout=_LONG_SECONDS)
+        if state["system_identifier"] is not None:  # an empty data directory has nothing to fence
+            _call(node, "pg_replication.fence", reason=f"rejoining {primary} as a standby",
+                  timeout=_LONG_SECONDS)
         rejoined = _call(node, "pg_replication.rejoin", primary=_cluster().address(primary),
                          discard=discard, timeout=_LONG_SECONDS)
         verified = runbook.rejoined(node, primary, rejoined, _call(node, "pg_replication.status"),
@@ -1543,6 +1544,115 @@ def restore_point(name):
     """
     cluster = _cluster()
     return _call(cluster.primary, "pg_backup.restore_point", name)
+
+
+def disaster_plan(node=None):
+    """
+    The pre-flight of ``orch.disaster_recovery``: which server to restore
+    as the primary (``node``, default the preferred primary), the other
+    database servers to rebuild as its standbys, and whether it may run
+    (``refused``: why not, see ``ha_core.backups.disaster_refusal``).
+    Prints what it found; changes nothing. Returns ``node``, ``others``,
+    ``down`` (other nodes that did not answer: the steps do not wait for
+    them), ``refused``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.disaster_plan
+        salt-run airflow_ha.disaster_plan node=airflow-server2
+    """
+    cluster = _cluster()
+    node = node or cluster.preferred
+    servers = cluster.database_nodes()
+    _say(f"==> pre-flight (disaster recovery): inspecting {', '.join(servers)}")
+    answering = _answering(cluster.nodes)
+    states = {}
+    for server in servers:
+        try:
+            states[server] = (_call(server, "pg_replication.status") if server in answering
+                              else "its minion does not answer")
+        except errors.HaError as error:
+            states[server] = str(error)
+    for server, state in sorted(states.items()):
+        _say(f"    {server}: " + (state if isinstance(state, str) else
+                                   f"PostgreSQL {state['role']}, timeline {state['timeline']}"))
+    try:
+        kept = _call(_repository(cluster), "pg_backup.info")["backups"]
+        _say(f"    repository: {len(kept)} backup(s)"
+             + (f", the newest {kept[-1]['label']}" if kept else ""))
+        refused = backups.disaster_refusal(node, servers, states, kept)
+    except errors.HaError as error:
+        refused = f"the repository cannot be read: {error}"
+    if refused:
+        _say(f"    refused: {refused}")
+    return {"node": node, "others": [server for server in servers if server != node],
+            "down": sorted(set(cluster.nodes) - set(answering) - set(servers)),
+            "refused": refused}
+
+
+def pg_stop(nodes):
+    """
+    Stop PostgreSQL on ``nodes`` (the step of ``orch.disaster_recovery``
+    before the restore: no server may run beside the restored primary) and
+    check that each is stopped.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.pg_stop '[airflow-server1, airflow-server2]'
+    """
+    named = ", ".join(sorted(nodes))
+
+    def action():
+        _nodes().call_each({node: ("pg_replication.stop", [], {}) for node in nodes},
+                           timeout=_LONG_SECONDS)
+        states = _nodes().call_each({node: ("pg_replication.status", [], {}) for node in nodes})
+        running = sorted(node for node, state in states.items() if state["running"])
+        if running:
+            raise errors.OperationFailed(f"PostgreSQL still runs on {', '.join(running)}")
+        return {"stopped": named}
+
+    return _step("pg_stop", action, nodes=named)
+
+
+def pg_restore_primary(node, time=None, restore_point=None, backup_set=None):
+    """
+    Restore PostgreSQL on ``node``, which the topology record names, from
+    the repository into its own data directory (``pg_backup.restore_server``:
+    the end of the archive, or a ``time`` or ``restore_point``), started as
+    the primary on a new timeline; then check that its WAL reaches the
+    archive. The step of ``orch.disaster_recovery``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.pg_restore_primary airflow-server1
+    """
+    cluster = _cluster()
+    target = (f"restore point {restore_point}" if restore_point
+              else time if time else "the end of the archive")
+
+    def action():
+        record = read_record(record_path(__opts__))
+        if not record or record.get("primary") != node:
+            raise errors.Refused(f"the topology record does not name {node} as the primary",
+                                 fix=f"salt-run airflow_ha.record_primary {node} "
+                                     "reason='disaster recovery', then run again")
+        restored = _call(node, "pg_backup.restore_server", generation=record["generation"],
+                         time=time, restore_point=restore_point, backup_set=backup_set,
+                         wait=_BACKUP_SECONDS, timeout=_BACKUP_SECONDS)
+        checked = _call(_repository(cluster), "pg_backup.check", timeout=_LONG_SECONDS)
+        return {"from backup": restored["backup_set"], "timeline": restored["timeline"],
+                "DAG runs": restored.get("dag_runs"),
+                "newest DAG run": restored.get("newest_dag_run"),
+                "data directory before": restored["kept"] or "empty",
+                "archive check": f"ok in {checked['seconds']} s"}
+
+    return _step("pg_restore_primary", action, node=node, target=target)
 
 
 def _backup_status(cluster, answering):

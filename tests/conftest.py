@@ -3,7 +3,8 @@
 Lab tests share one lab per run. `lab_first` tests run first (the upgrade
 test, on a lab brought up on the Airflow version the marker names); tests
 that break the lab run after the others: first everything else, then
-`destructive` tests, then `lab_teardown` tests.
+`destructive` tests, then `wipes_servers` tests (disaster recovery), then
+`lab_teardown` tests.
 """
 
 import importlib.util
@@ -45,6 +46,8 @@ def pytest_collection_modifyitems(items):
         if item.get_closest_marker("lab_first"):
             return -1
         if item.get_closest_marker("lab_teardown"):
+            return 3
+        if item.get_closest_marker("wipes_servers"):
             return 2
         if item.get_closest_marker("destructive"):
             return 1

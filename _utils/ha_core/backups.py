@@ -152,3 +152,35 @@ def archive_problems(archiver, node, lag_limit_seconds, stanza):
     return [f"{archiver['ready_count']} WAL file(s) on {node} wait to be archived, the oldest "
             f"for {oldest:.0f} s{failure}: the backups cannot restore past them; see "
             f"PostgreSQL's log on {node}, and run `pgbackrest --stanza={stanza} check` there as postgres"]
+
+
+def disaster_refusal(node, database_nodes, states, kept_backups):
+    """
+    Return why ``orch.disaster_recovery`` must not restore ``node`` as the
+    primary (None: it may). Every database server must answer (a rebuilt
+    one too: its minion accepted), none may run as a primary (then the
+    cluster is not lost, and a restore would fork it), and the repository
+    must hold a backup.
+
+    states
+        ``{node: pg_replication.status, or why it did not answer (a string)}``
+        of every database node.
+    kept_backups
+        The repository's backups (``pg_backup.info``'s ``backups``).
+    """
+    if node not in database_nodes:
+        return (f"{node} is not a database node: give node as one of "
+                f"{', '.join(database_nodes)}")
+    silent = sorted(name for name, state in states.items() if isinstance(state, str))
+    if silent:
+        return (f"{', '.join(silent)} did not answer ({'; '.join(states[n] for n in silent)}): "
+                "boot or rebuild it and accept its minion's key, then run again")
+    primaries = sorted(name for name, state in states.items() if state.get("role") == "primary")
+    if primaries:
+        return (f"PostgreSQL on {', '.join(primaries)} runs as a primary: the cluster is not "
+                "lost. Use orch.failover or orch.failback, or orch.restore for a copy beside "
+                "it; to restore over it all the same, stop it first (salt NODE "
+                "pg_replication.stop)")
+    if not kept_backups:
+        return "the repository holds no backup: there is nothing to restore from"
+    return None

@@ -298,13 +298,22 @@ def remove_fence(data_dir):
         pass
 
 
+def holds_cluster(data_dir):
+    """Whether the data directory holds a database cluster (its control
+    file): an empty one is a server rebuilt, or wiped, that only a base
+    backup or a restore fills."""
+    return os.path.exists(os.path.join(data_dir, "global", "pg_control"))
+
+
 def node_status(node_name, role, running, control, data_dir, server=None, now=None):
     """
     Return pg_replication.status for a node (see its documentation): its
     ``role`` (decided from these facts by pg_decisions.server_role), whether
     it is ``running``, its pg_controldata values ``control``, what its data
     directory holds, and what its ``server`` adds when it runs: a primary's
-    parse_primary_status, or a standby's standby_progress.
+    parse_primary_status, or a standby's standby_progress. Without a
+    cluster in the data directory (``control`` empty) it is stopped, with no
+    timeline.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     fence = read_fence(data_dir)
@@ -321,7 +330,9 @@ def node_status(node_name, role, running, control, data_dir, server=None, now=No
         "standby_of": standby_of(data_dir),
         **(server or {}),
     }
-    if "timeline" not in state:
+    if not control:  # no cluster in the data directory
+        state["timeline"] = None
+    elif "timeline" not in state:
         # A standby's control file may still show an older timeline than the
         # one it follows: also count the history files it has fetched and the
         # segment it replays.

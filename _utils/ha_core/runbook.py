@@ -165,7 +165,16 @@ STEPS = {
         "the running pair is untouched. Fix the cause shown above (see /var/log/pgbackrest "
         "on {node}); remove a partial copy with salt {node} pg_backup.drop_restored "
         "DIRECTORY, then run orch.restore again"),
-
+    "pg_stop": (
+        "stop PostgreSQL on {nodes}",
+        "nothing was restored. Fix the cause shown above (salt NODE pg_replication.status "
+        "shows each server), then run orch.disaster_recovery again"),
+    "pg_restore_primary": (
+        "restore PostgreSQL on {node} from the repository ({target}), the primary again",
+        "PostgreSQL on {node} is stopped or recovering; what its data directory held before is "
+        "kept beside it (<data_dir>.before-restore-<time>). Fix the cause shown above (see "
+        "/var/log/pgbackrest and PostgreSQL's log on {node}), stop PostgreSQL there, then run "
+        "orch.disaster_recovery again"),
 }
 
 

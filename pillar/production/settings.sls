@@ -105,3 +105,13 @@ monitoring:
 #     incr: '*-*-* 04,07,10,13,16,19,22:00:00'
 #   repository:
 #     retention_days: 7
+# Or the repository in an S3-compatible object store (the backup node runs
+# the backups and holds none; the Redis copies stay on its disk); its keys
+# go in secrets.sls, pgbackrest:repository:s3:key and key_secret:
+#     type: s3
+#     path: /airflow                 # the prefix in the bucket
+#     s3:
+#       bucket: example-airflow-backups
+#       endpoint: s3.eu-west-1.amazonaws.com
+#       region: eu-west-1
+#       uri_style: host              # or path, for stores that need it

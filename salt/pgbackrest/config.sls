@@ -1,6 +1,6 @@
 {#- pgBackRest's configuration file and its TLS server (the package's
     pgbackrest unit), restarted when either changes. #}
-{%- from 'pgbackrest/map.jinja' import pgbackrest %}
+{%- from 'pgbackrest/map.jinja' import pgbackrest, pgbackrest_public %}
 include:
   - pgbackrest.tls
 
@@ -10,7 +10,7 @@ pgbackrest-config:
     - source: salt://pgbackrest/files/pgbackrest.conf.jinja
     - template: jinja
     - context:
-        pgbackrest: {{ pgbackrest | json }}
+        pgbackrest: {{ pgbackrest_public | json }}
         repository: {{ grains.id == pgbackrest.repository_node }}
     - makedirs: true
     - user: {{ pgbackrest.os_user }}

@@ -17,6 +17,8 @@ pgbackrest-module-settings:
         redis_copy_dir: {{ pgbackrest.redis_copy_dir }}
         bin_dir: {{ postgresql.bin_dir }}
         conf_dir: {{ postgresql.conf_dir }}
+        data_dir: {{ postgresql.data_dir }}
+        service: {{ postgresql.service }}
         socket_dir: {{ postgresql.socket_dir }}
         port: {{ postgresql.port }}
         restore_directory: {{ pgbackrest.restore.directory }}

@@ -6,6 +6,19 @@
 {%- set repository = pgbackrest.repository.path %}
 {%- set stanza = pgbackrest.stanza %}
 {%- set environment_file = '/etc/pgbackrest/airflow-backup.env' %}
+{#- Whether the stanza and a full backup exist: on the node's disk, or, for
+    an object store, as pgBackRest's info tells (status 0: ok, 2: no backup
+    yet). #}
+{%- if pgbackrest.repository.type == 's3' %}
+{#-   Whoever runs it (the stanza's state runs as the pgBackRest user, the
+      backup's as root), it writes no log file. #}
+{%-   set info = 'pgbackrest --log-level-file=off --stanza=' ~ stanza ~ ' --output=json info' %}
+{%-   set stanza_exists = info ~ ' | grep -Eq \'"status":\\{"code":(0|2),\'' %}
+{%-   set full_backup_exists = info ~ ' | grep -q \'"type":"full"\'' %}
+{%- else %}
+{%-   set stanza_exists = 'test -e ' ~ repository ~ '/backup/' ~ stanza ~ '/backup.info' %}
+{%-   set full_backup_exists = 'ls -d ' ~ repository ~ '/backup/' ~ stanza ~ '/*F' %}
+{%- endif %}
 include:
   - pgbackrest.config
   - pgbackrest.module_settings
@@ -29,7 +42,7 @@ pgbackrest-stanza:
     - name: pgbackrest --stanza={{ stanza }} stanza-create
     - runas: {{ pgbackrest.os_user }}
     - cwd: /
-    - unless: test -e {{ repository }}/backup/{{ stanza }}/backup.info
+    - unless: {{ stanza_exists | json }}
     - retry:
         attempts: 40
         interval: 10
@@ -77,6 +90,23 @@ pgbackrest-{{ program }}-unit:
       - file: pgbackrest-{{ program }}-unit
 {%- endfor %}
 
+{%- if pgbackrest.repository.type == 's3' %}
+
+{#- The object store's keys, for pgBackRest only (it reads conf.d). #}
+pgbackrest-s3-keys:
+  file.managed:
+    - name: {{ pgbackrest.config_file | replace('pgbackrest.conf', 'conf.d/s3-keys.conf') }}
+    - source: salt://pgbackrest/files/s3-keys.conf.jinja
+    - template: jinja
+    - makedirs: true
+    - user: root
+    - group: {{ pgbackrest.os_user }}
+    - mode: '0640'
+    - show_changes: false
+    - require_in:
+      - cmd: pgbackrest-stanza
+{%- endif %}
+
 {#- The Redis password, for redis-cli (REDISCLI_AUTH), never on a command line. #}
 pgbackrest-backup-environment:
   file.managed:
@@ -94,7 +124,7 @@ pgbackrest-backup-environment:
 pgbackrest-first-full-backup:
   cmd.run:
     - name: systemctl start airflow-backup@full.service
-    - unless: ls -d {{ repository }}/backup/{{ stanza }}/*F
+    - unless: {{ full_backup_exists | json }}
     - retry:
         attempts: 5
         interval: 20

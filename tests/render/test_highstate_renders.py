@@ -384,3 +384,27 @@ def test_without_a_monitoring_node_no_node_runs_monitoring(render, tmp_path):
         assert "postgresql-monitoring-role" not in highstate
     server = render("lab", "airflow-server1", "Debian", pillar)
     assert state_args(server, "airflow-config", "file")["context"]["airflow"]["statsd"] is None
+
+
+def test_an_s3_repository_keeps_its_keys_and_the_tls_files_out_of_the_states_arguments(
+        render, tmp_path):
+    """With pgbackrest:repository:type s3, the backup node's configuration
+    names the object store, its keys go to a file of their own that only
+    pgBackRest's user reads, and whether the stanza exists is asked of
+    pgBackRest, not of the node's disk; no state's arguments hold a key."""
+    root = lab_pillar(tmp_path / "pillar")
+    s3 = {"bucket": "airflow-backups", "endpoint": "s3.example.net", "region": "eu-1"}
+    with open(root / "lab" / "local.sls", "w", encoding="utf-8") as local:
+        yaml.safe_dump({"pgbackrest": {"repository": {"type": "s3", "s3": {
+            **s3, "key": "s3-access-key-1", "key_secret": "s3-secret-key-2"}}}}, local)
+    highstate = render("lab", "airflow-lb1", "Debian", root)
+    assert isinstance(highstate, dict), highstate
+    assert "s3-access-key-1" not in repr(highstate) and "s3-secret-key-2" not in repr(highstate)
+    assert "BEGIN PRIVATE KEY" not in repr(state_args(highstate, "pgbackrest-config", "file"))
+    keys = state_args(highstate, "pgbackrest-s3-keys", "file")
+    assert (keys["name"], keys["mode"], keys["show_changes"]) == (
+        "/etc/pgbackrest/conf.d/s3-keys.conf", "0640", False)
+    context = state_args(highstate, "pgbackrest-config", "file")["context"]["pgbackrest"]
+    assert context["repository"]["type"] == "s3" and context["repository"]["s3"] == dict(
+        s3, uri_style="host", verify_tls=True)
+    assert "--output=json info" in state_args(highstate, "pgbackrest-stanza", "cmd")["unless"]

@@ -179,6 +179,12 @@ def _backup_settings(cluster, secrets, settings):
     }
 
 
+def _backup_s3(cluster, secrets, settings):
+    settings["pgbackrest"] = {"repository": {"type": "s3", "s3": {
+        "bucket": "airflow-backups", "endpoint": "", "uri_style": "virtual"}}}
+    secrets["pgbackrest"]["repository"] = {"s3": {"key": "CHANGE-ME"}}
+
+
 # Each pillar holds several mistakes, all named in one message.
 BACKUP_CASES = {
     "two backup nodes, one a database server": (_backup_roles, [
@@ -197,6 +203,12 @@ BACKUP_CASES = {
         'pgbackrest:repository:retention_diff is "a week": give a whole number of at least 1',
         'pgbackrest:repository:compress_type is "rar": use one of none, gz, bz2, lz4, zst',
         "pgbackrest:restore:port 5432 is PostgreSQL's own port"]),
+    "an S3 repository without its endpoint, region and keys": (_backup_s3, [
+        "pgbackrest:repository:s3:endpoint is empty",
+        "pgbackrest:repository:s3:region is empty",
+        'pgbackrest:repository:s3:uri_style is "virtual": use host (bucket.endpoint) or path',
+        "pgbackrest:repository:s3:key is still the example's CHANGE-ME",
+        "pgbackrest:repository:s3:key_secret is missing or empty"]),
 }
 
 

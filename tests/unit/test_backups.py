@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from ha_core.backups import (archive_problems, backup_problems, longest_gap,
+from ha_core.backups import (archive_problems, backup_problems, disaster_refusal, longest_gap,
                              parse_calendar_elapses, restore_target, summarize_info)
 from ha_core.errors import InvalidInput
 from ha_core.report import backup_text, redis_copy_text
@@ -164,3 +164,33 @@ def test_a_copy_of_the_broker_reads_as_its_file_or_its_failed_unit():
     assert redis_copy_text({"failed": "airflow-redis-copy@incr.service", "journal": "..."}) == (
         "airflow-redis-copy@incr.service FAILED (see journalctl -u "
         "airflow-redis-copy@incr.service on the backup node)")
+
+
+# --- disaster recovery -------------------------------------------------------------------
+
+SERVERS = ["airflow-server1", "airflow-server2"]
+STOPPED = {"role": "stopped", "timeline": None}
+
+
+def test_disaster_recovery_runs_with_every_server_stopped_and_a_backup():
+    states = {"airflow-server1": STOPPED, "airflow-server2": {"role": "standby", "timeline": 3}}
+    assert disaster_refusal("airflow-server1", SERVERS, states, [{"label": "F"}]) is None
+
+
+def test_disaster_recovery_refuses_while_a_primary_runs_naming_the_runbooks_to_use():
+    states = {"airflow-server1": STOPPED, "airflow-server2": {"role": "primary", "timeline": 3}}
+    refusal = disaster_refusal("airflow-server1", SERVERS, states, [{"label": "F"}])
+    assert refusal.startswith("PostgreSQL on airflow-server2 runs as a primary: the cluster is "
+                              "not lost. Use orch.failover or orch.failback")
+
+
+def test_disaster_recovery_refuses_a_silent_server_a_stranger_or_an_empty_repository():
+    states = {"airflow-server1": STOPPED, "airflow-server2": "its minion does not answer"}
+    assert disaster_refusal("airflow-server1", SERVERS, states, [{"label": "F"}]) == (
+        "airflow-server2 did not answer (its minion does not answer): boot or rebuild it and "
+        "accept its minion's key, then run again")
+    both_stopped = dict.fromkeys(SERVERS, STOPPED)
+    assert disaster_refusal("airflow-lb1", SERVERS, both_stopped, [{"label": "F"}]) == (
+        "airflow-lb1 is not a database node: give node as one of airflow-server1, airflow-server2")
+    assert disaster_refusal("airflow-server1", SERVERS, both_stopped, []) == (
+        "the repository holds no backup: there is nothing to restore from")

@@ -193,3 +193,12 @@ def test_a_stopped_node_s_status_comes_from_its_control_file_and_data_directory(
     primary = pg_datadir.node_status("pg-a", "primary", True, control, str(tmp_path),
                                    {"current_lsn": "0/5000000", "timeline": 5})
     assert primary["timeline"] == 5
+
+
+def test_an_empty_data_directory_holds_no_cluster_and_has_no_timeline(tmp_path):
+    assert not pg_datadir.holds_cluster(str(tmp_path))
+    state = pg_datadir.node_status("pg-b", "stopped", False, {}, str(tmp_path))
+    assert (state["role"], state["system_identifier"], state["timeline"]) == ("stopped", None, None)
+    (tmp_path / "global").mkdir()
+    (tmp_path / "global" / "pg_control").write_bytes(b"")
+    assert pg_datadir.holds_cluster(str(tmp_path))
