@@ -16,7 +16,6 @@ point in time into a scratch directory that runs beside the live server
     as ``os_user``; SQL goes on psql's standard input.
 """
 
-import contextlib
 import datetime
 import glob
 import json
@@ -446,16 +445,17 @@ def restore_server(generation, target="latest", time=None, restore_point=None, b
                    wait=3600):
     """
     Disaster recovery: restore the stanza into this server's own data
-    directory and start PostgreSQL there as the primary, on a new timeline,
-    archiving it. The step of ``orch.disaster_recovery`` on the node the
-    topology record names (``generation``: that record's, which this node's
-    copy must have; the start guard honours it once, as after
-    ``pg_replication.release``). The target and backup are chosen as for
-    ``restore``. PostgreSQL must be stopped here; whatever the data
-    directory held is kept beside it, in ``<data_dir>.before-restore-<UTC
-    time>``. Returns ``kept`` (that path, or None when it was empty),
+    directory and make it the primary, on a new timeline, archiving it: the
+    step of ``orch.disaster_recovery`` on the node the topology record
+    names. The target and backup are chosen as for ``restore``. PostgreSQL
+    must be stopped here; whatever the data directory held is kept beside
+    it, in ``<data_dir>.before-restore-<UTC time>``. The restored directory
+    is fenced, then released as ``pg_replication.release`` releases a node
+    for ``generation`` (the record's, which this node's copy must have):
+    started through its service, writable once recovery reaches the
+    target. Returns ``kept`` (that path, or None when it was empty),
     ``backup_set``, ``timeline``, the Airflow database's ``dag_runs`` and
-    ``newest_dag_run``, ``recovered_to`` and ``seconds``.
+    ``newest_dag_run``, and ``seconds``.
 
     CLI Example:
 
@@ -485,23 +485,11 @@ def restore_server(generation, target="latest", time=None, restore_point=None, b
              f"pgbackrest restore into {data_dir} failed",
              fix="see /var/log/pgbackrest" + (f"; the data directory before is in {kept}"
                                                if kept else ""))
-    _write(os.path.join(data_dir, pg_datadir.RELEASE),
-           json.dumps({"generation": int(generation)}) + "\n", user.pw_uid, user.pw_gid)
-    # In a container, a start right after a stop can fail on its control group once.
-    if _start_unit(service, wait) is not None:
-        __salt__["cmd.run"](["systemctl", "reset-failed", service], python_shell=False)
-        journal = _start_unit(service, wait)
-        if journal is not None:
-            raise errors.OperationFailed(f"{service} did not start after the restore",
-                                         now=f"its journal ends:\n{journal}")
-    while _sql(settings, "SELECT pg_is_in_recovery()") == "t":
-        if monotonic() - started > wait:
-            raise errors.OperationFailed(
-                f"PostgreSQL on {__grains__['id']} is still recovering after {wait} s",
-                fix="see its log; the target may lie past the end of the archive")
-        sleep(_POLL_SECONDS)
-    with contextlib.suppress(FileNotFoundError):  # used once
-        os.unlink(os.path.join(data_dir, pg_datadir.RELEASE))
+    # Restored, the server is fenced, so that no start but the release
+    # below makes it a primary (a reboot before it starts it fenced).
+    pg_datadir.write_fence(data_dir, "restored by pg_backup.restore_server", user.pw_uid,
+                           user.pw_gid)
+    __salt__["pg_replication.release"](generation=generation, wait=wait)
     airflow = json.loads(_sql(settings, _AIRFLOW_RUNS_SQL, database=settings["database"]))
     return dict(airflow, kept=kept, backup_set=_chosen(backup_set, time),
                 timeline=int(_sql(settings, "SELECT timeline_id FROM pg_control_checkpoint()")),

@@ -1501,8 +1501,7 @@ def restore(target="latest", time=None, restore_point=None, backup_set=None, nod
         salt-run state.orchestrate orch.restore pillar='{"time": "2026-12-02 04:31:00+00:00"}'
     """
     cluster = _cluster()
-    described = (f"restore point {restore_point}" if restore_point
-                 else time if time else "the end of the archive")
+    described = backups.describe_target(time, restore_point)
     named = node or "the standby"
 
     def action():
@@ -1633,8 +1632,7 @@ def pg_restore_primary(node, time=None, restore_point=None, backup_set=None):
         salt-run airflow_ha.pg_restore_primary airflow-server1
     """
     cluster = _cluster()
-    target = (f"restore point {restore_point}" if restore_point
-              else time if time else "the end of the archive")
+    target = backups.describe_target(time, restore_point)
 
     def action():
         record = read_record(record_path(__opts__))

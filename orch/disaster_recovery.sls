@@ -17,14 +17,12 @@
 {{ raise('the pre-flight failed: ' ~ plan) }}
 {%- endif %}
 {%- set run = namespace(step=0) %}
-{%- set target = pillar.get('restore_point') and 'restore point ' ~ pillar.restore_point
-                 or pillar.get('time') or 'the end of the archive' %}
 {%- if plan.refused %}
 {{ refuse(plan.refused) }}
 {%- else %}
 {{ step(run, 'stop PostgreSQL on every database server', 'pg_stop', nodes=[plan.node] + plan.others) }}
 {{ step(run, 'record ' ~ plan.node ~ ' as the primary', 'record_primary', node=plan.node, reason='orch.disaster_recovery: restored from the backups', down=plan.down) }}
-{{ step(run, 'restore PostgreSQL on ' ~ plan.node ~ ' to ' ~ target ~ ', the primary again', 'pg_restore_primary', node=plan.node, time=pillar.get('time'), restore_point=pillar.get('restore_point'), backup_set=pillar.get('backup_set')) }}
+{{ step(run, 'restore PostgreSQL on ' ~ plan.node ~ ' from the repository, the primary again', 'pg_restore_primary', node=plan.node, time=pillar.get('time'), restore_point=pillar.get('restore_point'), backup_set=pillar.get('backup_set')) }}
 {{ step(run, 'make Redis on ' ~ plan.node ~ ' the master', 'redis_switch', node=plan.node, old_master=plan.others[0], planned=false, down=plan.others) }}
 {%-   for other in plan.others %}
 {{ rejoin(run, other, plan.node) }}

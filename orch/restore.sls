@@ -13,6 +13,4 @@
     how to look into it and how to remove it. #}
 {%- from 'orch/steps.jinja' import step with context %}
 {%- set run = namespace(step=0) %}
-{%- set target = pillar.get('restore_point') and 'restore point ' ~ pillar.restore_point
-                 or pillar.get('time') or 'the end of the archive' %}
-{{ step(run, 'restore to ' ~ target ~ ' into a scratch directory', 'restore', time=pillar.get('time'), restore_point=pillar.get('restore_point'), backup_set=pillar.get('backup_set'), node=pillar.get('node'), port=pillar.get('port')) }}
+{{ step(run, 'restore into a scratch directory', 'restore', time=pillar.get('time'), restore_point=pillar.get('restore_point'), backup_set=pillar.get('backup_set'), node=pillar.get('node'), port=pillar.get('port')) }}

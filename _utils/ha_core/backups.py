@@ -58,6 +58,13 @@ def _iso(epoch):
     return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat()
 
 
+def describe_target(time=None, restore_point=None):
+    """How a step's title names the restore target of ``restore_target``."""
+    if restore_point:
+        return f"restore point {restore_point}"
+    return str(time) if time else "the end of the archive"
+
+
 def restore_target(target="latest", time=None, restore_point=None):
     """
     Return the pgBackRest restore options for what the operator asked

@@ -3,7 +3,8 @@
 leave them); orch.disaster_recovery restores the preferred primary from
 the pgBackRest repository on airflow-lb1, rebuilds the other as its
 standby and brings Airflow back. Every DAG run recorded before the last
-archived WAL is there. It runs after every other destructive test."""
+archived WAL is there, and no moment of the run has two writers. It runs
+after every other destructive test."""
 
 import time
 
@@ -11,8 +12,8 @@ import pytest
 
 from tests.conftest import bin_lab, salt_json
 from tests.lab.airflow_api import Api, wait_until
-from tests.lab.writers import (SECRETS, SERVER1, SERVER2, orchestrate, psql, salt_run_json,
-                               writable)
+from tests.lab.writers import (SECRETS, SERVER1, SERVER2, ServersWatch, orchestrate, psql,
+                               salt_run_json, writable)
 
 pytestmark = [pytest.mark.lab, pytest.mark.wipes_servers]
 
@@ -54,11 +55,15 @@ def test_both_servers_lost_are_restored_from_the_backups_with_every_archived_dag
                                                 f"-g postgres -m 0700 {DATA_DIR}")
     say("both servers crashed, their data directories wiped")
 
+    watch = ServersWatch()  # never two writers while the pair is rebuilt
+    watch.start()
     started = time.monotonic()
     returncode, output = orchestrate(say, "orch.disaster_recovery")
+    elapsed = time.monotonic() - started
+    watch.stop()
     assert returncode == 0, output
-    say(f"BENCHMARK disaster recovery: both servers restored and Airflow healthy in "
-        f"{time.monotonic() - started:.1f} s")
+    say(f"BENCHMARK disaster recovery: both servers restored and Airflow healthy in {elapsed:.1f} s")
+    watch.assert_never_two_writers(say)
     assert f"restore PostgreSQL on {SERVER1}" in output  # the preferred primary
     assert writable(SERVER1) and not writable(SERVER2)
     assert set(recorded) <= set(dag_runs(SERVER1))

@@ -6,8 +6,9 @@ import datetime
 
 import pytest
 
-from ha_core.backups import (archive_problems, backup_problems, disaster_refusal, longest_gap,
-                             parse_calendar_elapses, restore_target, summarize_info)
+from ha_core.backups import (archive_problems, backup_problems, describe_target,
+                             disaster_refusal, longest_gap, parse_calendar_elapses,
+                             restore_target, summarize_info)
 from ha_core.errors import InvalidInput
 from ha_core.report import backup_text, redis_copy_text
 
@@ -64,6 +65,15 @@ def test_a_time_with_its_offset_stops_there_and_promotes():
 def test_a_restore_point_stops_there():
     assert restore_target(restore_point="before-upgrade") == [
         "--type=name", "--target=before-upgrade", "--target-action=promote"]
+
+
+@pytest.mark.parametrize("arguments, title", [
+    ({}, "the end of the archive"),
+    ({"time": "2026-12-02 04:31:00+00:00"}, "2026-12-02 04:31:00+00:00"),
+    ({"restore_point": "before-upgrade"}, "restore point before-upgrade"),
+])
+def test_a_step_title_names_the_target(arguments, title):
+    assert describe_target(**arguments) == title
 
 
 @pytest.mark.parametrize("arguments, message", [
