@@ -1,7 +1,6 @@
 {%- from 'postgresql/map.jinja' import postgresql %}
 include:
   - postgresql.config
-  - postgresql.unit
 
 {#- Settings such as wal_level and listen_addresses take a restart;
     pg_hba.conf takes a reload. #}
@@ -9,8 +8,6 @@ postgresql-service:
   service.running:
     - name: {{ postgresql.service }}
     - enable: true
-    - require:
-      - sls: postgresql.unit
     - watch:
       - file: postgresql-settings
       - file: postgresql-settings-included
