@@ -69,9 +69,12 @@ _DEFAULT_SETTINGS = {
     "role_file": "/etc/redis/replication.conf",
     "service": "redis-server",
 }
-# Long enough for a busy server to answer, short enough that status() and
-# promote() do not hang on a node that has lost power.
-_CONNECT_TIMEOUT_SECONDS = 3
+# A busy server has this long to answer a command. A connection gets less:
+# a handshake between the servers takes under a millisecond, or a second
+# with one lost SYN, while a node that has lost power never answers, and a
+# forced promotion asks its old master twice (status, then promote).
+_REPLY_TIMEOUT_SECONDS = 3
+_CONNECT_TIMEOUT_SECONDS = 1.5
 _POLL_SECONDS = 0.05
 # Once the master's FAILOVER TIMEOUT has run out it has either aborted or
 # handed over; what is left (the old master's PSYNC to us) is this quick.
@@ -140,7 +143,7 @@ def _client(host, port, password):
         port=port,
         password=password,
         socket_connect_timeout=_CONNECT_TIMEOUT_SECONDS,
-        socket_timeout=_CONNECT_TIMEOUT_SECONDS,
+        socket_timeout=_REPLY_TIMEOUT_SECONDS,
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
     )

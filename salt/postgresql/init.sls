@@ -5,6 +5,7 @@
 include:
   - postgresql.install
   - postgresql.config
+  - postgresql.unit
   - postgresql.service
   - postgresql.module_settings
   - postgresql.mine

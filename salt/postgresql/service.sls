@@ -1,6 +1,7 @@
 {%- from 'postgresql/map.jinja' import postgresql %}
 include:
   - postgresql.config
+  - postgresql.unit
 
 {#- Settings such as wal_level and listen_addresses take a restart;
     pg_hba.conf takes a reload. #}
@@ -8,6 +9,8 @@ postgresql-service:
   service.running:
     - name: {{ postgresql.service }}
     - enable: true
+    - require:
+      - sls: postgresql.unit
     - watch:
       - file: postgresql-settings
       - file: postgresql-settings-included
