@@ -247,6 +247,15 @@ def _waldump(settings, timeline, start_lsn, segment_size):
 
 
 def _last_local_record(settings, segment_size, timeline, start_lsn):
+    """
+    Where the last complete record in this node's pg_wal begins, reading from
+    start_lsn on timeline; None when pg_wal has not the segment to start in:
+    a standby restoring it from the archive names it in its startup
+    process's title before it is there.
+    """
+    if pg_facts.wal_file_name(timeline, start_lsn, segment_size) not in \
+            pg_datadir.wal_file_names(settings["data_dir"]):
+        return None
     result = _waldump(settings, timeline, start_lsn, segment_size)
     return pg_facts.parse_waldump_last_record(result["stderr"])
 

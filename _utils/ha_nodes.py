@@ -6,6 +6,7 @@ core (``ha_core``, which imports no Salt); imported by the runner as plain
 Python (Salt's loader puts ``_utils`` on ``sys.path``).
 """
 
+import contextlib
 import os
 import shlex
 import subprocess
@@ -36,23 +37,18 @@ class Nodes:
         in ``down`` (found down by a pre-flight) are not asked again.
         """
         nodes = sorted(set(nodes) - set(down or ()))
-        if not nodes:
-            return set()
         # Only the replies within PING_SECONDS: LocalClient.cmd would then ask
         # a silent node whether the ping still runs there, and wait as long
         # again for a crashed node (measured: 6 s a pre-flight, not 3).
-        job = self.client.run_job(nodes, "test.ping", tgt_type="list", timeout=PING_SECONDS,
-                                  listen=True)
+        job, timeout = self.start(nodes, "test.ping", timeout=PING_SECONDS)
         replies = {}
-        try:
-            for returned in self.client.get_event_iter_returns(
-                    job["jid"], job["minions"], timeout=PING_SECONDS) if job else ():
-                replies.update({node: reply.get("ret") for node, reply in returned.items()})
-                if set(replies) >= set(job["minions"]):
-                    break
-        finally:
-            if not self.started:  # as LocalClient.cmd does after its job
-                self.client.event.close_pub()
+        if job:
+            with self._reading():
+                for returned in self.client.get_event_iter_returns(job["jid"], job["minions"],
+                                                                   timeout=timeout):
+                    replies.update({node: reply.get("ret") for node, reply in returned.items()})
+                    if set(replies) >= set(job["minions"]):
+                        break
         return {node for node in nodes if replies.get(node) is True}
 
     def call(self, node, function, *args, timeout=120, **kwargs):
@@ -82,15 +78,22 @@ class Nodes:
         replies = {}
         if not job:
             return replies
-        try:
+        with self._reading():
             for returned in self.client.get_cli_event_returns(
                     job["jid"], job["minions"], timeout, tgt=job["minions"], tgt_type="list"):
                 replies.update(returned or {})
+        return replies
+
+    @contextlib.contextmanager
+    def _reading(self):
+        """While the returns of a job from ``start`` are read; after the last
+        such job the client stops listening, as LocalClient.cmd does."""
+        try:
+            yield
         finally:
             self.started -= 1
-            if not self.started:  # as LocalClient.cmd does after its job
+            if not self.started:
                 self.client.event.close_pub()
-        return replies
 
     def call_each(self, calls, timeout=120):
         """

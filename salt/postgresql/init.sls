@@ -5,7 +5,6 @@
 include:
   - postgresql.install
   - postgresql.config
-  - postgresql.unit
   - postgresql.service
   - postgresql.module_settings
   - postgresql.mine
