@@ -230,20 +230,22 @@ def _primary_status(settings):
     return pg_facts.parse_primary_status(_local_sql(settings, pg_commands.PRIMARY_STATUS_SQL))
 
 
-def _waldump(settings, timeline, start_lsn, segment_size):
+def _waldump(settings, names, timeline, start_lsn, segment_size):
     """
-    pg_waldump from start_lsn on timeline to the end of its WAL. It is
-    given the segment files to start and stop in: without a start file it
-    takes the segment size from whichever WAL file it lists first, and a
-    recycled, zero-filled one makes it fail; with a start file alone it
-    stops at that file's end.
+    pg_waldump from start_lsn on timeline to the end of its WAL, given the
+    names of the files in pg_wal; None when none of them is the segment to
+    start in. It is given the segment files to start and stop in: without a
+    start file it takes the segment size from whichever WAL file it lists
+    first, and a recycled, zero-filled one makes it fail; with a start file
+    alone it stops at that file's end.
     """
     pg_wal = os.path.join(settings["data_dir"], "pg_wal")
     first = pg_facts.wal_file_name(timeline, start_lsn, segment_size)
-    last = max(name for name in pg_datadir.wal_file_names(settings["data_dir"])
-               if name[:8] == first[:8] and len(name) == len(first))
+    if first not in names:
+        return None
+    last = max(name for name in names if name[:8] == first[:8] and len(name) == len(first))
     return _run(settings, "pg_waldump", "--quiet", "--start", pg_facts.format_lsn(start_lsn),
-                os.path.join(pg_wal, first), os.path.join(pg_wal, max(first, last)))
+                os.path.join(pg_wal, first), os.path.join(pg_wal, last))
 
 
 def _last_local_record(settings, segment_size, timeline, start_lsn):
@@ -253,11 +255,9 @@ def _last_local_record(settings, segment_size, timeline, start_lsn):
     a standby restoring it from the archive names it in its startup
     process's title before it is there.
     """
-    if pg_facts.wal_file_name(timeline, start_lsn, segment_size) not in \
-            pg_datadir.wal_file_names(settings["data_dir"]):
-        return None
-    result = _waldump(settings, timeline, start_lsn, segment_size)
-    return pg_facts.parse_waldump_last_record(result["stderr"])
+    result = _waldump(settings, pg_datadir.wal_file_names(settings["data_dir"]), timeline,
+                      start_lsn, segment_size)
+    return None if result is None else pg_facts.parse_waldump_last_record(result["stderr"])
 
 
 def _wal_end(settings, control):
@@ -284,14 +284,14 @@ def _wal_end(settings, control):
     else:
         start = min(pg_facts.wal_file_start(name, segment_size)[1] for name in names
                     if name[:8] == f"{timeline:08X}" and len(name) == 24)
-    first_file = pg_facts.wal_file_name(timeline, start, segment_size)
-    if first_file not in names:
+    result = _waldump(settings, names, timeline, start, segment_size)
+    if result is None:
         raise errors.OperationFailed(
-            f"{pg_wal} has no {first_file}, where {settings['node_name']}'s WAL on timeline "
-            f"{timeline} is to be read from ({pg_facts.format_lsn(start)})",
+            f"{pg_wal} has no {pg_facts.wal_file_name(timeline, start, segment_size)}, where "
+            f"{settings['node_name']}'s WAL on timeline {timeline} is to be read from "
+            f"({pg_facts.format_lsn(start)})",
             now="nothing was changed", fix=f"check {data_dir}",
         )
-    result = _waldump(settings, timeline, start, segment_size)
     end = pg_facts.parse_waldump_end(result["stderr"], segment_size)
     if end is None:
         raise errors.OperationFailed(

@@ -210,9 +210,12 @@ def test_promotion_makes_the_standby_a_writable_primary_on_a_new_timeline(pg_pai
     [seen_by_primary] = primary.module.status()["standbys"]
     primary.stop()
     shutdown_checkpoint = primary.module.status()["last_checkpoint_lsn"]
-    # With its primary gone the standby still tells what it received, and a
-    # promotion that would lose more than allowed is refused.
-    assert lsn(standby.module.status()["received_lsn"]) >= lsn(shutdown_checkpoint)
+    # With its primary gone the standby still tells what it received (the
+    # shutdown checkpoint, once its WAL receiver has written it: the runbook
+    # waits for that too), and a promotion that would lose more than allowed
+    # is refused.
+    wait_for(lambda: lsn(standby.module.status()["received_lsn"]) >= lsn(shutdown_checkpoint),
+             10, "the standby receiving the shutdown checkpoint")
     with pytest.raises(CommandExecutionError, match="unreachable and the standby is \\d+ bytes"):
         standby.module.promote(max_lag_bytes=1024, primary_lsn="FF/0")
 
