@@ -28,6 +28,7 @@ CLI Example:
     salt-run state.orchestrate orch.failover
 """
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -497,19 +498,26 @@ def pg_check_standby_caught_up(standby, old_primary, wait=30):
         salt-run airflow_ha.pg_check_standby_caught_up airflow-server2 airflow-server1
     """
     def action():
-        if _call(standby, "pg_replication.status")["role"] == "primary":
+        states = _pg_states(standby, old_primary)
+        if states[standby]["role"] == "primary":
             return _already_promoted(standby, old_primary)
-        checkpoint = _call(old_primary, "pg_replication.status")["last_checkpoint_lsn"]
+        checkpoint = states[old_primary]["last_checkpoint_lsn"]
 
-        def caught_up():
-            state = _call(standby, "pg_replication.status")
+        def caught_up(state):
             received = state.get("received_lsn")
             return state if failover.received_everything(checkpoint, received) else None
 
-        state = probes.wait_until(caught_up, wait, f"{standby} receiving WAL up to {checkpoint}")
+        state = caught_up(states[standby]) or probes.wait_until(
+            lambda: caught_up(_call(standby, "pg_replication.status")), wait,
+            f"{standby} receiving WAL up to {checkpoint}")
         return {"old primary's checkpoint": checkpoint, "received": state["received_lsn"]}
 
     return _step("pg_check_standby_caught_up", action, old_primary=old_primary, standby=standby)
+
+
+def _pg_states(*nodes):
+    """``{node: pg_replication.status}`` of the nodes, asked at once."""
+    return _nodes().call_each({node: ("pg_replication.status", [], {}) for node in nodes})
 
 
 def _already_promoted(node, old_primary):
@@ -532,12 +540,13 @@ def pg_promote(node, old_primary, planned=True):
         salt-run airflow_ha.pg_promote airflow-server2 airflow-server1
     """
     def action():
-        state = _call(node, "pg_replication.status")
+        # Unplanned, the old primary is down or fenced: nothing to ask it.
+        states = _pg_states(node, *([old_primary] if planned else []))
+        state = states[node]
         if state["role"] == "primary":
             return (_already_promoted(node, old_primary) if planned
                     else {"already": f"primary, timeline {state['timeline']}"})
-        checkpoint = (_call(old_primary, "pg_replication.status")["last_checkpoint_lsn"]
-                      if planned else None)
+        checkpoint = states[old_primary]["last_checkpoint_lsn"] if planned else None
         promoted = _call(node, "pg_replication.promote", force=not planned, timeout=_LONG_SECONDS)
         return runbook.promoted(node, old_primary, checkpoint, promoted,
                                 _call(node, "pg_replication.status"))
@@ -551,7 +560,9 @@ def redis_switch(node, old_master, planned=True, down=None):
     which waits until ``node`` has every write it acknowledged, then
     follows it and saves that role. Unplanned: ``node`` stops following;
     the old master, unless in ``down`` (the pre-flight found it down) or
-    silent, follows ``node``.
+    silent, follows ``node``. Either way the load balancers' broker
+    frontend cuts its clients off the old master first (see
+    _broker_drained).
 
     CLI Example:
 
@@ -560,16 +571,19 @@ def redis_switch(node, old_master, planned=True, down=None):
         salt-run airflow_ha.redis_switch airflow-server2 airflow-server1
     """
     def action():
+        cluster = _cluster()
         if _call(node, "redis_replication.status")["role"] == "master":
+            # An earlier run may have stopped with the old master drained.
+            _set_broker_servers(cluster, [old_master, node], "ready", down)
             verified = {"already": "master"}
         else:
-            promoted = _call(node, "redis_replication.promote", force=not planned,
-                             timeout=_LONG_SECONDS)
+            with _broker_drained(cluster, old_master, node, down):
+                promoted = _call(node, "redis_replication.promote", force=not planned,
+                                 timeout=_LONG_SECONDS)
             verified = runbook.redis_promoted(node, promoted,
                                               _call(node, "redis_replication.status"))
         if planned or old_master in _answering([old_master], down):
             # A former master fenced by its minion comes back a replica of node.
-            cluster = _cluster()
             _call(old_master, "service.start", _settings(cluster, "redis", old_master)["service"])
             follows = probes.wait_until(
                 lambda: _following(old_master, node, cluster), 60,
@@ -579,6 +593,38 @@ def redis_switch(node, old_master, planned=True, down=None):
         return verified
 
     return _step("redis_switch", action, node=node, old_master=old_master)
+
+
+@contextlib.contextmanager
+def _broker_drained(cluster, old_master, new_master, down):
+    """
+    While Redis' master moves from ``old_master`` to ``new_master``, the
+    broker frontend of every load balancer but those in ``down`` sends no
+    connection to the old master and has cut those it had. A Celery worker
+    blocked on the old master would otherwise get an error as it turns
+    replica (UNBLOCKED, or READONLY for a command that FAILOVER held back),
+    which the worker does not survive; from a cut connection it reconnects,
+    through the frontend, to the new master. Afterwards both servers are
+    ready again, whatever happened: their health checks admit the master
+    only.
+    """
+    try:
+        _set_broker_servers(cluster, [old_master], "maint", down, cut_connections=True)
+        yield
+    finally:
+        _set_broker_servers(cluster, [old_master, new_master], "ready", down)
+
+
+def _set_broker_servers(cluster, servers, state, down, cut_connections=False):
+    """Set the Redis ``servers`` of the broker frontend to ``state`` on every
+    load balancer but those in ``down`` (haproxy_admin.set_server_state)."""
+    calls = {}
+    for balancer in sorted(set(cluster.with_role("haproxy")) - set(down or ())):
+        settings = _settings(cluster, "haproxy", balancer)
+        calls[balancer] = ("haproxy_admin.set_server_state", [
+            settings["broker_backend"], servers, state, settings["admin_socket"]],
+            {"cut_connections": cut_connections})
+    _nodes().call_each(calls, timeout=30)
 
 
 def _following(node, master, cluster):
@@ -668,17 +714,16 @@ def pg_rejoin(node, primary, discard=None):
         salt-run airflow_ha.pg_rejoin airflow-server1 airflow-server2
     """
     def action():
-        state = _call(node, "pg_replication.status")
-        primary_state = _call(primary, "pg_replication.status")
-        if failover.rejoined(node, state, primary_state):
+        states = _pg_states(node, primary)
+        if failover.rejoined(node, states[node], states[primary]):
             return {"already": f"streaming from {primary}", **_forget_fenced(node)}
-        if state["system_identifier"] is not None:  # an empty data directory has nothing to fence
+        if states[node]["system_identifier"] is not None:  # an empty data directory has nothing to fence
             _call(node, "pg_replication.fence", reason=f"rejoining {primary} as a standby",
                   timeout=_LONG_SECONDS)
         rejoined = _call(node, "pg_replication.rejoin", primary=_cluster().address(primary),
                          discard=discard, timeout=_LONG_SECONDS)
-        verified = runbook.rejoined(node, primary, rejoined, _call(node, "pg_replication.status"),
-                                    _call(primary, "pg_replication.status"))
+        states = _pg_states(node, primary)
+        verified = runbook.rejoined(node, primary, rejoined, states[node], states[primary])
         return {**verified, **_forget_fenced(node)}
 
     return _step("pg_rejoin", action, node=node, primary=primary)

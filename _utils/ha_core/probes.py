@@ -11,6 +11,10 @@ import urllib.request
 from ha_core.errors import OperationFailed
 from ha_core.failover import airflow_health_problems
 
+# A wait polls soon (most of what a step waits for holds within a second),
+# then less and less often, down to once a second, so that a long wait does
+# not flood the nodes with checks.
+FIRST_POLL_SECONDS = 0.1
 POLL_SECONDS = 1
 
 
@@ -46,30 +50,39 @@ def firing_alerts(prometheus_url):
             for alert in alerts if alert.get("state") == "firing"]
 
 
+def poll_pauses():
+    """The pauses between a wait's checks: FIRST_POLL_SECONDS, doubling up
+    to POLL_SECONDS."""
+    pause = FIRST_POLL_SECONDS
+    while True:
+        yield pause
+        pause = min(pause * 2, POLL_SECONDS)
+
+
 def wait_until(check, seconds, what):
     """Poll check() until it returns a true value, and return that;
     OperationFailed after ``seconds``."""
     deadline = time.monotonic() + seconds
-    while True:
+    for pause in poll_pauses():
         result = check()
         if result:
             return result
         if time.monotonic() > deadline:
             raise OperationFailed(f"{what} not reached within {seconds} s")
-        time.sleep(POLL_SECONDS)
+        time.sleep(pause)
 
 
 def wait_without_problems(problems_of, seconds, what):
     """Poll problems_of() until it returns no problem; OperationFailed naming
     the last ones after ``seconds``."""
     deadline = time.monotonic() + seconds
-    while True:
+    for pause in poll_pauses():
         problems = problems_of()
         if not problems:
             return
         if time.monotonic() > deadline:
             raise OperationFailed(f"{what} not reached within {seconds} s: " + "; ".join(problems))
-        time.sleep(POLL_SECONDS)
+        time.sleep(pause)
 
 
 def wait_healthy(url, seconds, what):

@@ -7,6 +7,7 @@
     the blackbox exporter) before it replaces the one in place; Prometheus reloads a changed
     configuration or rule file, and restarts for changed arguments. #}
 {%- from 'monitoring/map.jinja' import monitoring, endpoint %}
+{%- from 'haproxy/map.jinja' import haproxy %}
 {%- from 'monitoring/macros.jinja' import arguments, service %}
 {%- set prometheus_address = endpoint(monitoring.address, monitoring.ports.prometheus) %}
 {%- set alertmanager_address = endpoint(monitoring.address, monitoring.ports.alertmanager) %}
@@ -27,6 +28,7 @@ monitoring-alert-rules:
     - context:
         alerts: {{ monitoring.alerts | json }}
         expected: {{ monitoring.expected | json }}
+        broker_backend: {{ haproxy.broker_backend | json }}
     - mode: '0644'
     - check_cmd: promtool check rules
     - require:

@@ -4,14 +4,19 @@ HAProxy in front of two real Redis servers (a master and its replica, on
 127.0.0.2 and 127.0.0.3, with a password only RESP framing carries
 intact). It reaches the master only, follows a FAILOVER within seconds,
 cuts the connections to the demoted master, and answers the Airflow nodes
-only."""
+only. A runbook's switch (haproxy_admin through the admin socket) cuts a
+waiting client off before its master turns replica."""
 
+import signal
 import socket
 import subprocess
+import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import redis
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from tests.functional.redis_pair import RedisServer, free_port, wait_until
 from tests.functional.test_haproxy_config import (HAPROXY, LAB_NODE, pillar_tree, tls_files,
@@ -24,6 +29,7 @@ PASSWORD = "b r'oker $HOME %s"
 # clients, on 127.0.0.1, are the Airflow node's; 127.0.0.5 is no node.
 STRANGER = "127.0.0.5"
 FOLLOW_SECONDS = 10
+HARD_STOP_SECONDS = 2
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +53,15 @@ def brokers(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def frontend(make_loaders, tmp_path_factory, brokers):
+def admin_socket(tmp_path_factory):
+    """Where the frontend's HAProxy has its admin socket."""
+    return str(tmp_path_factory.mktemp("admin") / "admin.sock")
+
+
+@pytest.fixture(scope="module")
+def frontend(make_loaders, tmp_path_factory, brokers, admin_socket):
     """HAProxy with the state's configuration for a pillar whose redis nodes
-    are the two servers: the frontend's port."""
+    are the two servers: its port and process."""
     tmp_path = tmp_path_factory.mktemp("frontend")
     master, _ = brokers
     broker_port, stats_port = free_port(), free_port()
@@ -65,7 +77,7 @@ def frontend(make_loaders, tmp_path_factory, brokers):
                     "flower_frontend_port": free_port(), "stats_port": stats_port,
                     "execution_api_port": free_port(),
                     "tls_certificate_file": str(tls_files(tmp_path)),
-                    "admin_socket": str(tmp_path / "admin.sock")},
+                    "admin_socket": admin_socket, "hard_stop_after": f"{HARD_STOP_SECONDS}s"},
     })
     loaders = make_loaders(id=LAB_NODE, airflow_environment="live",
                            pillar_roots={"base": [str(pillar)]}, grains={"os_family": "Debian"})
@@ -74,14 +86,16 @@ def frontend(make_loaders, tmp_path_factory, brokers):
     assert result.result is True, result.comment
     assert PASSWORD not in config.read_text()  # sent as hex: no quoting to get wrong
     log = open(tmp_path / "haproxy.log", "w")
-    process = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=log,
+    # Master-worker mode, as the package's unit runs it: a reload (SIGUSR2)
+    # starts a new process and leaves the old one its connections.
+    process = subprocess.Popen([HAPROXY, "-W", "-db", "-f", str(config)], stdout=log,
                                stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: role_through(broker_port) == "master", FOLLOW_SECONDS,
                    "the frontend reaching the master")
-        yield broker_port
+        yield SimpleNamespace(port=broker_port, process=process)
     finally:
-        process.kill()
+        process.terminate()  # the master stops its workers, old and new
         process.wait(timeout=10)
         log.close()
 
@@ -103,7 +117,7 @@ def role_through(port):
 
 def test_the_frontend_reaches_the_master_only(frontend, brokers):
     master, replica = brokers
-    connection = client(frontend)
+    connection = client(frontend.port)
     connection.set("written-through-the-frontend", "1")
     assert master.client().get("written-through-the-frontend") == "1"
     wait_until(lambda: replica.client().get("written-through-the-frontend") == "1", 5,
@@ -111,8 +125,8 @@ def test_the_frontend_reaches_the_master_only(frontend, brokers):
 
 
 def test_it_answers_the_airflow_nodes_only(frontend):
-    assert answer_to_a_stranger(frontend) == b""
-    assert client(frontend).ping()
+    assert answer_to_a_stranger(frontend.port) == b""
+    assert client(frontend.port).ping()
 
 
 def answer_to_a_stranger(port):
@@ -129,16 +143,16 @@ def answer_to_a_stranger(port):
 
 def test_it_follows_a_failover_and_cuts_the_old_masters_connections(frontend, brokers, say):
     master, replica = brokers
-    before = redis.connection.Connection(host="127.0.0.1", port=frontend, password=PASSWORD)
+    before = redis.connection.Connection(host="127.0.0.1", port=frontend.port, password=PASSWORD)
     before.connect()
-    client(frontend).set("before-the-switch", "1")
+    client(frontend.port).set("before-the-switch", "1")
     started = time.monotonic()
     master.client().execute_command("FAILOVER")
     wait_until(lambda: replica.replication()["role"] == "master", 10, "server-b promoted")
     promoted = time.monotonic()
-    wait_until(lambda: (role_through(frontend) == "master"
-                        and client(frontend).get("before-the-switch") == "1"
-                        and client(frontend).set("after-the-switch", "1")),
+    wait_until(lambda: (role_through(frontend.port) == "master"
+                        and client(frontend.port).get("before-the-switch") == "1"
+                        and client(frontend.port).set("after-the-switch", "1")),
                FOLLOW_SECONDS, "the frontend reaching the new master")
     followed = time.monotonic()
     assert replica.client().get("after-the-switch") == "1"
@@ -150,3 +164,93 @@ def test_it_follows_a_failover_and_cuts_the_old_masters_connections(frontend, br
         before.read_response()
     say(f"BENCHMARK broker frontend: FAILOVER took {promoted - started:.2f} s, the frontend "
         f"reached the new master {followed - promoted:.2f} s later")
+
+
+def master_and_replica(brokers):
+    """The two servers, the one that is the master now first."""
+    first, second = brokers
+    return (first, second) if first.replication()["role"] == "master" else (second, first)
+
+
+def test_a_runbook_switch_cuts_a_waiting_worker_off_before_its_master_turns_replica(
+        frontend, brokers, admin_socket, make_loaders, say):
+    """What airflow_ha.redis_switch does around the FAILOVER. A client blocked
+    on the master, as a Celery worker waits for a task (BRPOP), would get
+    an UNBLOCKED error when the master turns replica, and the worker stops
+    on it; a lost connection it survives, reconnecting through the
+    frontend."""
+    admin = make_loaders(id=LAB_NODE).modules.haproxy_admin
+    old, new = master_and_replica(brokers)
+    waiting = redis.Redis(host="127.0.0.1", port=frontend.port, password=PASSWORD)
+    waiting.ping()
+    outcome = []
+    worker = threading.Thread(target=lambda: outcome.append(brpop_outcome(waiting)))
+    worker.start()
+    wait_until(lambda: old.client().info("clients")["blocked_clients"] == 1, 5,
+               "the worker waiting on the master")
+
+    drained = admin.set_server_state("redis-master", old.name, "maint", admin_socket,
+                                     cut_connections=True)
+    worker.join(timeout=5)
+
+    assert (drained[old.name]["address"], drained[old.name]["admin"]) == (old.address, "maint")
+    assert outcome == ["ConnectionError"]
+    assert role_through(frontend.port) is None  # the replica's check keeps it out too
+    started = time.monotonic()
+    old.client().execute_command("FAILOVER")
+    wait_until(lambda: new.replication()["role"] == "master", 10, f"{new.name} promoted")
+    ready = admin.set_server_state("redis-master", [old.name, new.name], "ready", admin_socket)
+    assert {name: state["admin"] for name, state in ready.items()} == {
+        old.name: "ready", new.name: "ready"}
+    wait_until(lambda: role_through(frontend.port) == "master" and client(frontend.port).set("after", "1"),
+               FOLLOW_SECONDS, "the frontend reaching the new master")
+    assert new.client().get("after") == "1"
+    say(f"BENCHMARK broker frontend, runbook switch: a waiting worker cut off, then the "
+        f"frontend reached the new master {time.monotonic() - started:.2f} s after FAILOVER")
+
+
+def brpop_outcome(connection):
+    """How a BRPOP on connection ends: the name of the error it raised."""
+    try:
+        connection.brpop("celery", timeout=30)
+    except redis.RedisError as error:
+        return type(error).__name__
+    return "an item, or its timeout"
+
+
+def test_the_admin_socket_refuses_an_unknown_server_or_state(frontend, admin_socket,
+                                                             make_loaders):
+    admin = make_loaders(id=LAB_NODE).modules.haproxy_admin
+    with pytest.raises(CommandExecutionError, match="HAProxy refused 'set server "
+                                                   "redis-master/server-c state maint': "):
+        admin.set_server_state("redis-master", "server-c", "maint", admin_socket)
+    with pytest.raises(SaltInvocationError, match="state must be one of ready, drain, maint"):
+        admin.set_server_state("redis-master", "server-a", "down", admin_socket)
+    with pytest.raises(CommandExecutionError, match="did not answer .* level admin"):
+        admin.server_states("redis-master", admin_socket + ".missing")
+
+
+def test_a_reload_lets_go_of_the_old_processs_connections(frontend):
+    """After a reload the old HAProxy process keeps its connections, and the
+    admin socket, the new process's, cannot cut them: hard-stop-after
+    closes them, and the client reconnects, to the new process."""
+    before = redis.connection.Connection(host="127.0.0.1", port=frontend.port, password=PASSWORD)
+    before.connect()
+    frontend.process.send_signal(signal.SIGUSR2)
+    reloaded = time.monotonic()
+
+    wait_until(lambda: lost(before), HARD_STOP_SECONDS + 8, "the old process closing it")
+
+    assert time.monotonic() - reloaded >= HARD_STOP_SECONDS - 0.5  # served until then
+    wait_until(lambda: role_through(frontend.port) == "master", FOLLOW_SECONDS,
+               "the new process reaching the master")
+
+
+def lost(connection):
+    """Whether connection no longer answers a PING."""
+    try:
+        connection.send_command("PING")
+        connection.read_response()
+    except redis.ConnectionError:
+        return True
+    return False

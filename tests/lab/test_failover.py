@@ -179,6 +179,12 @@ def test_a_mark_before_the_failovers(lab):
     mark(SERVER1, "before-failovers")
 
 
+def worker_pid():
+    """The main process of the Celery worker on the worker node."""
+    return bin_lab("exec", WORKER, "--", "systemctl", "show", "-P", "MainPID",
+                   "airflow-worker").stdout.strip()
+
+
 @pytest.mark.destructive
 def test_planned_failover_under_load_loses_nothing(lab, airflow_healthy, say):
     run_id = trigger_sleeping_run(75)
@@ -186,6 +192,7 @@ def test_planned_failover_under_load_loses_nothing(lab, airflow_healthy, say):
     writer = Writer(lab)
     writer.wait_flowing(SERVER1)
     time.sleep(3)
+    worker_before = worker_pid()
 
     started = time.time()
     health = HealthWatch()
@@ -215,6 +222,9 @@ def test_planned_failover_under_load_loses_nothing(lab, airflow_healthy, say):
     replica = redis_cli(SERVER1, "info", "replication")
     assert f"master_host:{lab[SERVER2]}" in replica and "master_link_status:up" in replica
 
+    # The Celery worker ran on through the switch: its broker connection was
+    # cut before the Redis master turned replica, and it reconnected.
+    assert worker_pid() == worker_before
     # The run that slept through the switch, and a new one, succeed.
     assert wait_until(lambda: run_state(run_id), 300, "the sleeping run finished") == "success"
     smoke = trigger_sleeping_run(0)

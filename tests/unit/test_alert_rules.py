@@ -13,6 +13,8 @@ from tests.conftest import REPO
 
 MONITORING = REPO / "salt" / "monitoring"
 ALERTS = yaml.safe_load((MONITORING / "defaults.yaml").read_text())["monitoring"]["alerts"]
+BROKER_BACKEND = yaml.safe_load((REPO / "salt" / "haproxy" / "defaults.yaml").read_text())[
+    "haproxy"]["broker_backend"]
 S1, S2 = "airflow-server1", "airflow-server2"
 STEPS = 40  # samples, 15 s apart: ten minutes
 EVAL = "10m"
@@ -27,7 +29,7 @@ EXPECTED = {"airflow-scheduler": 2, "airflow-worker": 1}
 def rendered_rules(alerts=ALERTS):
     template = (MONITORING / "files" / "alert_rules.yml.jinja").read_text()
     return jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(
-        template).render(alerts=alerts, expected=EXPECTED)
+        template).render(alerts=alerts, expected=EXPECTED, broker_backend=BROKER_BACKEND)
 
 
 RULES = yaml.safe_load(rendered_rules())
