@@ -24,13 +24,15 @@ def __virtual__():
     return __virtualname__
 
 
-def stop(units):
+def stop(units, no_block=False):
     """
     Stop ``units`` together (systemd stops them side by side) and return
     ``{unit: its state afterwards}``, as ``systemctl is-active`` says it:
     ``inactive`` or ``failed`` once stopped. A stop that a restart request
     cancelled (the reactor's, for a node that has just returned) leaves the
-    unit ``active`` or ``activating``: the caller stops it again.
+    unit ``active`` or ``activating``: the caller stops it again. With
+    ``no_block`` the stop is requested, not waited for (the units may still
+    be ``active`` or ``deactivating``).
 
     CLI Example:
 
@@ -39,7 +41,8 @@ def stop(units):
         salt airflow-server1 airflow_units.stop '[airflow-scheduler, airflow-dag-processor]'
     """
     units = list(units)
-    __salt__["cmd.run_all"](["systemctl", "stop", "--", *units], python_shell=False)
+    __salt__["cmd.run_all"](["systemctl", "stop", *(["--no-block"] if no_block else []), "--",
+                             *units], python_shell=False)
     states = __salt__["cmd.run_stdout"](["systemctl", "is-active", "--", *units],
                                         python_shell=False, ignore_retcode=True).split()
     return dict(zip(units, states))

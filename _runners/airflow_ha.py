@@ -420,6 +420,29 @@ def stop_schedulers(down=None):
     return _step("stop_schedulers", action)
 
 
+def ask_schedulers_to_stop(down=None):
+    """
+    Ask the Airflow schedulers on every answering node but those in ``down``
+    to stop, without waiting: a forced failover fences the old primary
+    while they stop (a scheduler waiting on a connection to a server that
+    is off takes seconds to), and ``stop_schedulers`` checks that they
+    stopped before anything is promoted.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run airflow_ha.ask_schedulers_to_stop
+    """
+    def action():
+        units = _role_units(_cluster(), "airflow-scheduler", down)
+        _nodes().call_each({node: ("airflow_units.stop", [names], {"no_block": True})
+                            for node, names in units.items()}, timeout=60)
+        return {"stop requested": ", ".join(_unit_names(units)) or "no answering node"}
+
+    return _step("ask_schedulers_to_stop", action)
+
+
 def _stop_units(role, down, wait=120):
     """Stop the units of ``role`` (Airflow 3's DAG processor with the
     schedulers) on every answering node with that role but those in
@@ -435,15 +458,7 @@ def _stopped_units(role, down, wait, every_line=False):
     requested without waiting (the reactor's, for a node that has just
     returned) can cancel the stop, or come after it: stop again until
     every one is stopped."""
-    cluster = _cluster()
-    units = {}
-    for node in sorted(_answering(cluster.with_role(role), down)):
-        if every_line:
-            units[node] = [unit for unit in _every_line_units(role)
-                           if _call(node, "service.available", unit)]
-        else:
-            units[node] = [unit for units in _units(cluster, node, role) for unit in units]
-    units = {node: names for node, names in units.items() if names}
+    units = _role_units(_cluster(), role, down, every_line)
 
     def stopped():
         states = _nodes().call_each(
@@ -456,6 +471,25 @@ def _stopped_units(role, down, wait, every_line=False):
 
     if units:
         probes.wait_until(stopped, wait, f"the {role} units stopped")
+    return _unit_names(units)
+
+
+def _role_units(cluster, role, down, every_line=False):
+    """``{node: [unit, ...]}``: the units of ``role`` on every answering node
+    with that role but those in ``down``, and with ``every_line``, those of
+    every release line the node has."""
+    units = {}
+    for node in sorted(_answering(cluster.with_role(role), down)):
+        if every_line:
+            units[node] = [unit for unit in _every_line_units(role)
+                           if _call(node, "service.available", unit)]
+        else:
+            units[node] = [unit for units in _units(cluster, node, role) for unit in units]
+    return {node: names for node, names in units.items() if names}
+
+
+def _unit_names(units):
+    """``{node: [unit, ...]}`` as UNIT@NODE."""
     return [f"{unit}@{node}" for node, names in units.items() for unit in names]
 
 

@@ -42,6 +42,10 @@ STEPS = {
         "run the same runbook again: it resumes the switch and records {node}; or write the "
         "record by hand: salt-run airflow_ha.record_primary {node} reason=manual, then check "
         "salt-run airflow_ha.status"),
+    "ask_schedulers_to_stop": (
+        "ask the Airflow schedulers to stop (they are stopped before anything is promoted)",
+        "nothing has changed in the data tier; start them again where the primary is: salt -G "
+        "'roles:airflow-scheduler' service.start airflow-scheduler (or re-run the orchestration)"),
     "stop_schedulers": (
         "stop the Airflow schedulers",
         "start them again where the primary is: salt -G 'roles:airflow-scheduler' "
