@@ -56,7 +56,8 @@ def server_states(backend, admin_socket):
     """
     Return the servers of ``backend`` as ``{server: {"address", "operational",
     "admin"}}``: operational is up, down, starting or stopping (its health
-    checks), admin is ready, drain or maint (what the runtime API set).
+    checks; down too while in maintenance), admin is ready, drain or maint
+    (what the runtime API set).
 
     CLI Example:
 

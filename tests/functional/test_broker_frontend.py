@@ -16,8 +16,10 @@ from types import SimpleNamespace
 
 import pytest
 import redis
+import yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
+from tests.conftest import REPO
 from tests.functional.redis_pair import RedisServer, free_port, wait_until
 from tests.functional.test_haproxy_config import (HAPROXY, LAB_NODE, pillar_tree, tls_files,
                                                   write_config)
@@ -29,6 +31,9 @@ PASSWORD = "b r'oker $HOME %s"
 # clients, on 127.0.0.1, are the Airflow node's; 127.0.0.5 is no node.
 STRANGER = "127.0.0.5"
 FOLLOW_SECONDS = 10
+# The frontend's name, which the runbook's haproxy_admin calls give.
+BACKEND = yaml.safe_load((REPO / "salt" / "haproxy" / "defaults.yaml").read_text())[
+    "haproxy"]["broker_backend"]
 HARD_STOP_SECONDS = 2
 
 
@@ -189,7 +194,7 @@ def test_a_runbook_switch_cuts_a_waiting_worker_off_before_its_master_turns_repl
     wait_until(lambda: old.client().info("clients")["blocked_clients"] == 1, 5,
                "the worker waiting on the master")
 
-    drained = admin.set_server_state("redis-master", old.name, "maint", admin_socket,
+    drained = admin.set_server_state(BACKEND, old.name, "maint", admin_socket,
                                      cut_connections=True)
     worker.join(timeout=5)
 
@@ -199,7 +204,7 @@ def test_a_runbook_switch_cuts_a_waiting_worker_off_before_its_master_turns_repl
     started = time.monotonic()
     old.client().execute_command("FAILOVER")
     wait_until(lambda: new.replication()["role"] == "master", 10, f"{new.name} promoted")
-    ready = admin.set_server_state("redis-master", [old.name, new.name], "ready", admin_socket)
+    ready = admin.set_server_state(BACKEND, [old.name, new.name], "ready", admin_socket)
     assert {name: state["admin"] for name, state in ready.items()} == {
         old.name: "ready", new.name: "ready"}
     wait_until(lambda: role_through(frontend.port) == "master" and client(frontend.port).set("after", "1"),
@@ -221,13 +226,13 @@ def brpop_outcome(connection):
 def test_the_admin_socket_refuses_an_unknown_server_or_state(frontend, admin_socket,
                                                              make_loaders):
     admin = make_loaders(id=LAB_NODE).modules.haproxy_admin
-    with pytest.raises(CommandExecutionError, match="HAProxy refused 'set server "
-                                                   "redis-master/server-c state maint': "):
-        admin.set_server_state("redis-master", "server-c", "maint", admin_socket)
+    with pytest.raises(CommandExecutionError, match=f"HAProxy refused 'set server "
+                                                   f"{BACKEND}/server-c state maint': "):
+        admin.set_server_state(BACKEND, "server-c", "maint", admin_socket)
     with pytest.raises(SaltInvocationError, match="state must be one of ready, drain, maint"):
-        admin.set_server_state("redis-master", "server-a", "down", admin_socket)
+        admin.set_server_state(BACKEND, "server-a", "down", admin_socket)
     with pytest.raises(CommandExecutionError, match="did not answer .* level admin"):
-        admin.server_states("redis-master", admin_socket + ".missing")
+        admin.server_states(BACKEND, admin_socket + ".missing")
 
 
 def test_a_reload_lets_go_of_the_old_processs_connections(frontend):
